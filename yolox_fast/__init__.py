@@ -1,0 +1,25 @@
+"""yolox_fast: the official YOLOX detector with fast, memory-lean custom ops.
+
+Public API::
+
+    from yolox_fast import SimOTAAssigner, postprocess, evaluate_coco
+    from yolox_fast.models import build_yolox
+"""
+
+from __future__ import annotations
+
+from .assigner import AssignResult, SimOTAAssigner
+from .ops.postprocess import postprocess
+
+__version__ = "0.1.0"
+
+__all__ = ["AssignResult", "SimOTAAssigner", "evaluate_coco", "postprocess", "__version__"]
+
+
+def __getattr__(name: str):
+    # evaluate_coco pulls in OpenCV and pycocotools: import them only when asked for.
+    if name == "evaluate_coco":
+        from .evaluation.coco import evaluate_coco
+
+        return evaluate_coco
+    raise AttributeError(f"module 'yolox_fast' has no attribute {name!r}")

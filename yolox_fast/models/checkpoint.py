@@ -1,0 +1,68 @@
+"""Loading official YOLOX checkpoints (``{"model": state_dict}``) into this project's models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+    """The model state dict inside an official or yolox_fast checkpoint file (or dict).
+
+    Accepts ``{"model": sd}`` (official), ``{"ema": sd, ...}`` / ``{"model": sd, "ema": ...}``
+    (yolox_fast training checkpoints; the raw model is taken) and a bare state dict.
+    """
+    if isinstance(source, Mapping):
+        ckpt = source
+    else:
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # torch raises several types for a truncated or foreign file
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        return dict(ckpt["model"])
+    if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return dict(ckpt)
+    raise ValueError(f"no model state dict in checkpoint (keys: {sorted(ckpt)[:8]})")
+
+
+def load_official_weights(model: nn.Module, source, strict: bool = True, allow_new_head: bool = False) -> list[str]:
+    """Load official-layout weights into ``model``.
+
+    Args:
+        model: a :class:`yolox_fast.models.YOLOX`.
+        source: checkpoint path or dict (see :func:`read_state_dict`).
+        strict: require every key to match (the official release loads with ``strict=True``).
+        allow_new_head: when the checkpoint's class count differs from the model's, skip the class
+            prediction layers (fine-tuning on a new label set) instead of raising.
+
+    Returns:
+        The names of the tensors that were not loaded (empty for a full load).
+    """
+    state = read_state_dict(source)
+    own = model.state_dict()
+    skipped = []
+    cls_keys = [k for k in state if k.startswith("head.cls_preds.") and k.endswith(".weight")]
+    if cls_keys and cls_keys[0] in own and state[cls_keys[0]].shape != own[cls_keys[0]].shape:
+        ckpt_classes, model_classes = state[cls_keys[0]].shape[0], own[cls_keys[0]].shape[0]
+        if not allow_new_head:
+            raise ValueError(
+                f"checkpoint has {ckpt_classes} classes but the model has {model_classes}; "
+                "pass allow_new_head=True (or --allow-new-head) to fine-tune with a freshly initialised class head"
+            )
+        skipped = [k for k in state if k.startswith("head.cls_preds.")]
+        state = {k: v for k, v in state.items() if k not in skipped}
+        strict = False
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if mismatched:
+        k = mismatched[0]
+        raise ValueError(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)} "
+                         f"(is this the right model size?)")
+    result = model.load_state_dict(state, strict=strict)
+    return skipped + list(result.missing_keys)

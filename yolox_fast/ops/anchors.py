@@ -1,0 +1,45 @@
+"""Anchor points of the three YOLOX feature maps: grid cells and their strides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+DEFAULT_STRIDES = (8, 16, 32)
+
+
+def anchor_grid(
+    feature_sizes: Sequence[tuple[int, int]],
+    strides: Sequence[int] = DEFAULT_STRIDES,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid cells and strides of every anchor, in the head's output order.
+
+    Args:
+        feature_sizes: ``(height, width)`` of each feature map, finest first.
+        strides: stride of each feature map.
+        device: where to put the result.
+
+    Returns:
+        ``grids [A, 2]`` float32 (x, y) cell indices and ``strides [A]`` float32, maps in the given
+        order, each row-major (x fastest), ``A = sum(h * w)``.
+    """
+    if len(feature_sizes) != len(strides):
+        raise ValueError(f"got {len(feature_sizes)} feature sizes for {len(strides)} strides")
+    grids, expanded = [], []
+    for (h, w), s in zip(feature_sizes, strides):
+        yv, xv = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        grids.append(torch.stack((xv, yv), dim=2).reshape(-1, 2))
+        expanded.append(torch.full((h * w,), float(s), device=device))
+    return torch.cat(grids).float(), torch.cat(expanded)
+
+
+def anchor_grid_for_input(
+    height: int, width: int, strides: Sequence[int] = DEFAULT_STRIDES, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`anchor_grid` for an input of ``height x width`` pixels (multiples of the largest stride)."""
+    top = max(strides)
+    if height % top or width % top:
+        raise ValueError(f"input size {height}x{width} must be a multiple of {top}")
+    return anchor_grid([(height // s, width // s) for s in strides], strides, device)
