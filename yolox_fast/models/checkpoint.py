@@ -12,8 +12,9 @@ from torch import nn
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
     """The model state dict inside an official or yolox_fast checkpoint file (or dict).
 
-    Accepts ``{"model": sd}`` (official), ``{"ema": sd, ...}`` / ``{"model": sd, "ema": ...}``
-    (yolox_fast training checkpoints; the raw model is taken) and a bare state dict.
+    Accepts ``{"model": sd}`` (official), yolox_fast training checkpoints ``{"model": sd, "ema": sd or
+    None, ...}`` (the EMA weights are taken when present: they are the ones evaluated during training,
+    as the official release's ``"model"`` holds its EMA weights) and a bare state dict.
     """
     if isinstance(source, Mapping):
         ckpt = source
@@ -25,6 +26,8 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # torch raises several types for a truncated or foreign file
             raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(ckpt.get("ema"), Mapping):
+        return dict(ckpt["ema"])
     if "model" in ckpt and isinstance(ckpt["model"], Mapping):
         return dict(ckpt["model"])
     if all(isinstance(v, torch.Tensor) for v in ckpt.values()):

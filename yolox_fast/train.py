@@ -1,0 +1,241 @@
+"""``python -m yolox_fast.train``: train a YOLOX (official recipe) on COCO- or YOLO-format data.
+
+Examples::
+
+    python -m yolox_fast.train                       # built-in synthetic dataset, yolox-nano, CPU, minutes
+    python -m yolox_fast.train --coco-images train2017 --coco-ann instances_train2017.json \\
+        --val-images val2017 --val-ann instances_val2017.json --model yolox-s --batch-size 64
+    python -m yolox_fast.train --yolo-dir my_data --model yolox-tiny --weights yolox_tiny.pth --epochs 50
+    python -m yolox_fast.train --resume runs/yolox-s              # continue a stopped run
+    torchrun --nproc_per_node 8 -m yolox_fast.train --config my_run.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .engine import distributed as dist_utils
+from .engine.checkpoint import find_latest_run, load_checkpoint, resolve_resume_path
+from .engine.config import TrainConfig, add_config_arguments, build_config, cli_overrides, load_config_file
+from .engine.trainer import Trainer
+
+RUNS_ROOT = Path("runs")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m yolox_fast.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train YOLOX with the official recipe. With no dataset argument, trains yolox-nano on a "
+                    "built-in synthetic dataset (a few minutes on a CPU).", epilog=__doc__.split("Examples::")[1])
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings (command-line flags win)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
+                        help="continue a run from a checkpoint or run folder (alone: the newest runs/*/latest.pt)")
+    parser.add_argument("--stop-after-epoch", type=int, metavar="N",
+                        help="stop after epoch N (the schedule still runs to --epochs; resume later)")
+    add_config_arguments(parser)
+    return parser
+
+
+def next_free_dir(base: Path) -> Path:
+    """``base`` if it holds no run yet, else ``base-2``, ``base-3``, ..."""
+    candidate, n = base, 1
+    while (candidate / "latest.pt").exists() or (candidate / "config.yaml").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
+    """The run's config and the checkpoint to resume from (None for a new run)."""
+    file_values = load_config_file(args.config) if args.config else {}
+    cli_values = cli_overrides(args)
+    resume_path = None
+    if args.resume:
+        resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
+        # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
+        saved = load_checkpoint(resume_path)["config"]
+        file_values = {**saved, **file_values, "output_dir": str(resume_path.parent)}
+    cfg = build_config(file_values, cli_values)
+    return cfg, resume_path
+
+
+def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
+    """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``."""
+    from .data.datasets import COCODetection, YOLODetection
+
+    if not cfg.has_data():
+        from .data.synthetic import make_synthetic_dataset
+
+        root = Path(cfg.data_cache).expanduser()
+        if ctx.is_main:
+            log(f"no dataset given: using the built-in synthetic dataset in {root}")
+        # One process generates, the others wait for its answer and then read the files.
+        info = dist_utils.broadcast_object(make_synthetic_dataset(root) if ctx.is_main else None)
+        cfg = cfg.updated({"coco_images": info["train_images"], "coco_ann": info["train_ann"],
+                           "val_images": info["val_images"], "val_ann": info["val_ann"]})
+    if cfg.coco_images:
+        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
+        val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
+        return cfg, train, list(train.class_names), val
+    root = Path(cfg.yolo_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--yolo-dir {root} is not a folder")
+    names = cfg.class_names or read_class_names(root)
+    train_dir = first_existing(root, ("images/train", "train/images", "images"))
+    if train_dir is None:
+        raise FileNotFoundError(f"no training images in {root}: expected images/train/ (labels in labels/train/)")
+    train = YOLODetection(str(train_dir), class_names=names, cache_images=cfg.cache_images)
+    val_dir = first_existing(root, ("images/val", "val/images", "valid/images"))
+    val = None
+    if val_dir is not None:
+        val_set = YOLODetection(str(val_dir), class_names=list(train.class_names))
+        ann = Path(cfg.output_dir) / "val_coco.json"
+        if ctx.is_main:
+            write_coco_json(val_set, val_dir, ann)
+        dist_utils.barrier()
+        val = (str(val_dir), str(ann))
+    return cfg, train, list(train.class_names), val
+
+
+def first_existing(root: Path, candidates) -> Path | None:
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return None
+
+
+def read_class_names(root: Path) -> list[str] | None:
+    """Class names of a YOLO dataset from ``classes.txt`` (one a line) or ``data.yaml``'s ``names``."""
+    if (root / "classes.txt").is_file():
+        return [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    for name in ("data.yaml", "dataset.yaml"):
+        if (root / name).is_file():
+            import yaml
+
+            names = (yaml.safe_load((root / name).read_text()) or {}).get("names")
+            if isinstance(names, dict):
+                return [names[k] for k in sorted(names)]
+            if names:
+                return list(names)
+    return None
+
+
+def write_coco_json(dataset, image_dir: Path, path: Path) -> None:
+    """Write the boxes of a :class:`YOLODetection` as a COCO instances json (for pycocotools evaluation).
+
+    Image ``file_name``s are relative to ``image_dir``; category ids are the class indices.
+    """
+    files = dataset_image_files(dataset, image_dir)
+    images, annotations = [], []
+    for i in range(len(dataset)):
+        img, targets, _ = dataset.load(i)
+        images.append({"id": i, "file_name": files[i], "height": int(img.shape[0]), "width": int(img.shape[1])})
+        for x1, y1, x2, y2, cls in targets.tolist():
+            w, h = x2 - x1, y2 - y1
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(cls),
+                                "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
+    categories = [{"id": i, "name": n} for i, n in enumerate(dataset.class_names)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
+def dataset_image_files(dataset, image_dir: Path) -> list[str]:
+    """File names of the dataset's images relative to ``image_dir``, in dataset order."""
+    for attr in ("image_paths", "image_files", "img_files", "files"):
+        paths = getattr(dataset, attr, None)
+        if paths is not None and len(paths) == len(dataset):
+            return [str(Path(p).relative_to(image_dir)) if Path(p).is_absolute() else str(p) for p in paths]
+    raise RuntimeError("cannot find the image file names of the YOLO validation set (no image_paths attribute)")
+
+
+def make_evaluator(cfg: TrainConfig, val, device):
+    """``evaluate(model) -> metrics`` with pycocotools on the validation set, or None without one."""
+    if val is None:
+        return None
+    from .evaluation.coco import evaluate_coco
+
+    image_dir, ann_file = val
+
+    def evaluate(model):
+        return evaluate_coco(model, image_dir, ann_file, img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
+                             batch_size=cfg.eval_batch_size, device=device, progress=cfg.progress)
+
+    return evaluate
+
+
+def make_train_set(cfg: TrainConfig, base):
+    """The augmented training set (mosaic, mixup, HSV, flip, affine) with the config's settings."""
+    from .data.augment import TrainAugmentDataset
+
+    return TrainAugmentDataset(
+        base, input_size=(cfg.img_size, cfg.img_size), mosaic=True, mosaic_prob=cfg.mosaic_prob,
+        mixup_prob=cfg.mixup_prob, hsv_prob=cfg.hsv_prob, flip_prob=cfg.flip_prob, degrees=cfg.degrees,
+        translate=cfg.translate, mosaic_scale=cfg.mosaic_scale, mixup_scale=cfg.mixup_scale, shear=cfg.shear,
+        max_labels=cfg.max_labels, seed=cfg.seed)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, train, print where the results are; returns :meth:`Trainer.fit`'s summary."""
+    args = build_parser().parse_args(argv)
+    cfg, resume_path = make_config(args)
+    ctx = dist_utils.setup_distributed(cfg.device)
+    trainer = None
+    try:
+        if cfg.output_dir is None:
+            default = RUNS_ROOT / (cfg.model if cfg.has_data() else f"synthetic-{cfg.model}")
+            chosen = str(next_free_dir(default)) if ctx.is_main else None
+            cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
+        cfg, base, class_names, val = prepare_data(cfg, ctx)
+        from .data.augment import collate
+
+        trainer = Trainer(cfg, make_train_set(cfg, base), class_names, evaluate=make_evaluator(cfg, val, ctx.device),
+                          ctx=ctx, collate_fn=collate, resume_from=resume_path)
+        if val is None:
+            trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
+        try:
+            result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
+        except KeyboardInterrupt:
+            trainer.log(f"interrupted; continue with: python -m yolox_fast.train --resume {cfg.output_dir}")
+            raise
+        if ctx.is_main:
+            print_summary(result)
+        return result
+    finally:
+        if trainer is not None:
+            trainer.close()
+        dist_utils.cleanup_distributed()
+
+
+def print_summary(result: dict) -> None:
+    lines = ["", f"done: {result['epochs_done']} epochs"]
+    if result["best_ap"] is not None:
+        last = result["last_metrics"] or {}
+        lines.append(f"  best AP50:95 {result['best_ap']:.4f}; last AP50:95 {last.get('AP', float('nan')):.4f}, "
+                     f"AP50 {last.get('AP50', float('nan')):.4f}")
+    lines.append(f"  checkpoint: {result['checkpoint']}")
+    if result["best_checkpoint"]:
+        lines.append(f"  best:       {result['best_checkpoint']}")
+    lines.append(f"  results:    {result['results_csv']}")
+    if result["plot"]:
+        lines.append(f"  plot:       {result['plot']}")
+    lines.append(f"  tensorboard --logdir {Path(result['output_dir']) / 'tensorboard'}")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
+        print(f"yolox_fast.train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
