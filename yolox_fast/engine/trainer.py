@@ -9,6 +9,7 @@ write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, ad
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,15 @@ def resize_batch(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, in
     return images, labels
 
 
+def _no_buffer_sync_per_forward() -> dict:
+    """DDP keyword: no BatchNorm buffer broadcast before every forward (as the official trainer's
+    ``broadcast_buffers=False``); the statistics are averaged after each epoch instead. Recent torch
+    renames the option and deprecates the old name."""
+    if "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class Trainer:
     """Train a YOLOX on ``train_set`` with the settings of ``cfg``.
 
@@ -110,7 +120,7 @@ class Trainer:
         if cfg.batch_size % self.ctx.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.ctx.world_size} processes")
         self.batch_per_process = cfg.batch_size // self.ctx.world_size
-        seed_everything(cfg.seed + self.ctx.rank)
+        seed_everything(cfg.seed)  # the same initial weights on every rank (the EMA copies them before DDP)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -127,6 +137,7 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        seed_everything(cfg.seed + self.ctx.rank)  # each rank augments its images differently
 
         self.loader = self._build_loader(collate_fn)
         self.iters_per_epoch = len(self.loader)
@@ -141,10 +152,9 @@ class Trainer:
         if resume_from is not None:
             self._resume(resume_from)
         if self.ctx.is_distributed:
-            # broadcast_buffers=False as the official trainer: BatchNorm statistics are averaged per epoch instead.
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                **_no_buffer_sync_per_forward())
 
     # -- setup ------------------------------------------------------------------------------------------
     def _build_loader(self, collate_fn) -> DataLoader:
