@@ -23,7 +23,6 @@ from .engine.config import TrainConfig, add_config_arguments, build_config, cli_
 from .engine.trainer import Trainer
 
 RUNS_ROOT = Path("runs")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,41 +63,51 @@ def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
 
 
 def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
-    """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``."""
-    from .data.datasets import COCODetection, YOLODetection
+    """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``.
+
+    No dataset in ``cfg``: the built-in synthetic one (generated once into ``cfg.data_cache``). YOLO
+    data: ``yolo_dir/images/train`` (labels in ``labels/train``), validation from ``images/val`` if
+    present, converted to a COCO json in the run folder for pycocotools.
+    """
+    from .data import COCODetection, YOLODetection
 
     if not cfg.has_data():
-        from .data.synthetic import make_synthetic_dataset
+        from .data import make_synthetic_dataset
 
         root = Path(cfg.data_cache).expanduser()
         if ctx.is_main:
             log(f"no dataset given: using the built-in synthetic dataset in {root}")
         # One process generates, the others wait for its answer and then read the files.
-        info = dist_utils.broadcast_object(make_synthetic_dataset(root) if ctx.is_main else None)
-        cfg = cfg.updated({"coco_images": info["train_images"], "coco_ann": info["train_ann"],
-                           "val_images": info["val_images"], "val_ann": info["val_ann"]})
+        info = dist_utils.broadcast_object(
+            make_synthetic_dataset(root, num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
+                                   image_size=cfg.synthetic_size) if ctx.is_main else None)
+        cfg = cfg.updated({"coco_images": str(info["train_images"]), "coco_ann": str(info["train_ann"]),
+                           "val_images": str(info["val_images"]), "val_ann": str(info["val_ann"])})
     if cfg.coco_images:
         train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
     root = Path(cfg.yolo_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"--yolo-dir {root} is not a folder")
-    names = cfg.class_names or read_class_names(root)
-    train_dir = first_existing(root, ("images/train", "train/images", "images"))
+    train_dir = first_existing(root, YOLO_TRAIN_DIRS)
     if train_dir is None:
-        raise FileNotFoundError(f"no training images in {root}: expected images/train/ (labels in labels/train/)")
-    train = YOLODetection(str(train_dir), class_names=names, cache_images=cfg.cache_images)
-    val_dir = first_existing(root, ("images/val", "val/images", "valid/images"))
+        raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
+                                f"{', '.join(YOLO_TRAIN_DIRS)} (labels in the matching labels/ folder)")
+    train = YOLODetection(train_dir, class_names=cfg.class_names, cache_images=cfg.cache_images)
+    val_dir = first_existing(root, YOLO_VAL_DIRS)
     val = None
     if val_dir is not None:
-        val_set = YOLODetection(str(val_dir), class_names=list(train.class_names))
         ann = Path(cfg.output_dir) / "val_coco.json"
-        if ctx.is_main:
-            write_coco_json(val_set, val_dir, ann)
+        if ctx.is_main:  # pycocotools evaluates against a COCO json: write the validation labels as one
+            val_set = YOLODetection(val_dir, class_names=list(train.class_names))
+            ann.parent.mkdir(parents=True, exist_ok=True)
+            ann.write_text(json.dumps(val_set.to_coco_dict()))
         dist_utils.barrier()
         val = (str(val_dir), str(ann))
     return cfg, train, list(train.class_names), val
+
+
+YOLO_TRAIN_DIRS = ("images/train", "train/images")
+YOLO_VAL_DIRS = ("images/val", "val/images", "valid/images")
 
 
 def first_existing(root: Path, candidates) -> Path | None:
@@ -106,50 +115,6 @@ def first_existing(root: Path, candidates) -> Path | None:
         if (root / c).is_dir():
             return root / c
     return None
-
-
-def read_class_names(root: Path) -> list[str] | None:
-    """Class names of a YOLO dataset from ``classes.txt`` (one a line) or ``data.yaml``'s ``names``."""
-    if (root / "classes.txt").is_file():
-        return [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
-    for name in ("data.yaml", "dataset.yaml"):
-        if (root / name).is_file():
-            import yaml
-
-            names = (yaml.safe_load((root / name).read_text()) or {}).get("names")
-            if isinstance(names, dict):
-                return [names[k] for k in sorted(names)]
-            if names:
-                return list(names)
-    return None
-
-
-def write_coco_json(dataset, image_dir: Path, path: Path) -> None:
-    """Write the boxes of a :class:`YOLODetection` as a COCO instances json (for pycocotools evaluation).
-
-    Image ``file_name``s are relative to ``image_dir``; category ids are the class indices.
-    """
-    files = dataset_image_files(dataset, image_dir)
-    images, annotations = [], []
-    for i in range(len(dataset)):
-        img, targets, _ = dataset.load(i)
-        images.append({"id": i, "file_name": files[i], "height": int(img.shape[0]), "width": int(img.shape[1])})
-        for x1, y1, x2, y2, cls in targets.tolist():
-            w, h = x2 - x1, y2 - y1
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(cls),
-                                "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
-    categories = [{"id": i, "name": n} for i, n in enumerate(dataset.class_names)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-
-
-def dataset_image_files(dataset, image_dir: Path) -> list[str]:
-    """File names of the dataset's images relative to ``image_dir``, in dataset order."""
-    for attr in ("image_paths", "image_files", "img_files", "files"):
-        paths = getattr(dataset, attr, None)
-        if paths is not None and len(paths) == len(dataset):
-            return [str(Path(p).relative_to(image_dir)) if Path(p).is_absolute() else str(p) for p in paths]
-    raise RuntimeError("cannot find the image file names of the YOLO validation set (no image_paths attribute)")
 
 
 def make_evaluator(cfg: TrainConfig, val, device):
@@ -169,7 +134,7 @@ def make_evaluator(cfg: TrainConfig, val, device):
 
 def make_train_set(cfg: TrainConfig, base):
     """The augmented training set (mosaic, mixup, HSV, flip, affine) with the config's settings."""
-    from .data.augment import TrainAugmentDataset
+    from .data import TrainAugmentDataset
 
     return TrainAugmentDataset(
         base, input_size=(cfg.img_size, cfg.img_size), mosaic=True, mosaic_prob=cfg.mosaic_prob,
@@ -190,7 +155,7 @@ def run(argv: list[str] | None = None) -> dict:
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        from .data.augment import collate
+        from .data import collate
 
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names, evaluate=make_evaluator(cfg, val, ctx.device),
                           ctx=ctx, collate_fn=collate, resume_from=resume_path)

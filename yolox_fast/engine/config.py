@@ -71,6 +71,9 @@ class TrainConfig:
     yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset root: images/{train,val} and labels/{train,val}")
     class_names: list[str] | None = _opt(None, _STR_LIST, "class names for YOLO data (else ROOT/classes.txt)")
     data_cache: str = _opt("~/.cache/yolox_fast/synthetic", _STR, "where the built-in synthetic dataset is generated")
+    synthetic_train: int = _opt(512, _INT, "training images of the built-in synthetic dataset")
+    synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
+    synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
     cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
 
     # -- model -----------------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ class TrainConfig:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= self.no_aug_epochs <= self.epochs:
-            raise ValueError(f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs}")
+            raise ValueError(f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
+                             "(set --no-aug-epochs too when you shorten --epochs)")
         if self.warmup_epochs < 0 or self.workers < 0 or self.save_interval < 0 or self.lr_per_image < 0:
             raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
         if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:

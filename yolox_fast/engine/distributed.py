@@ -49,10 +49,10 @@ def setup_distributed(device: str | None = None, timeout_minutes: float = 60.0) 
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
         if world_size > 1:
             if local_rank >= torch.cuda.device_count():
-                raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node")
+                raise ValueError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node")
             dev = torch.device("cuda", local_rank)
         elif dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())

@@ -92,7 +92,9 @@ class Trainer:
         train_set: the augmented training set: ``train_set[i] -> (image [3, H, W] float32 BGR 0-255,
             labels [max_labels, 5] float32 (class, cx, cy, w, h) pixels zero-padded, image_id)``, with
             H = W = ``cfg.img_size``; optional ``close_mosaic()`` (called for the no-aug epochs) and
-            ``set_epoch(epoch)`` (called before each epoch).
+            ``set_epoch(epoch)`` (called before each epoch). Loader workers persist across epochs, so
+            these must reach them (:class:`yolox_fast.data.TrainAugmentDataset` keeps that state in
+            shared memory).
         class_names: the C class names (C sets the head size; stored in checkpoints).
         evaluate: ``evaluate(model) -> dict`` with at least ``"AP"`` (AP50:95), called on rank 0 with
             the EMA model (raw model without EMA) in eval mode; None: no evaluation, no ``best.pt``.
@@ -170,7 +172,7 @@ class Trainer:
                              "lower --batch-size")
         return DataLoader(self.train_set, batch_size=self.batch_per_process, sampler=sampler,
                           num_workers=cfg.workers, collate_fn=collate_fn, pin_memory=self.device.type == "cuda",
-                          drop_last=True, worker_init_fn=seed_worker)
+                          drop_last=True, worker_init_fn=seed_worker, persistent_workers=cfg.workers > 0)
 
     def _load_weights(self, model: torch.nn.Module, path: str) -> None:
         """Start from ``path`` (official or ours); a different class count keeps all but the class layers."""
