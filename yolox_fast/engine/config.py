@@ -32,7 +32,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 #: instead of ~500k, the official rate barely moves a network trained from scratch.
 DEMO_DEFAULTS: dict[str, Any] = {
     "model": "yolox-nano",
-    "img_size": 320,
+    "img_size": 256,
     "epochs": 12,
     "batch_size": 16,
     "warmup_epochs": 1,

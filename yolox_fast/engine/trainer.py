@@ -118,7 +118,15 @@ class Trainer:
         self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard, cfg.log_interval) \
             if self.ctx.is_main else NullRecorder()
         self.log = self.recorder.log
+        try:
+            self._setup(collate_fn, resume_from)
+        except BaseException:
+            self.recorder.close()
+            raise
 
+    # -- setup ------------------------------------------------------------------------------------------
+    def _setup(self, collate_fn, resume_from) -> None:
+        cfg = self.cfg
         if cfg.batch_size % self.ctx.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.ctx.world_size} processes")
         self.batch_per_process = cfg.batch_size // self.ctx.world_size
@@ -158,7 +166,6 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 **_no_buffer_sync_per_forward())
 
-    # -- setup ------------------------------------------------------------------------------------------
     def _build_loader(self, collate_fn) -> DataLoader:
         cfg = self.cfg
         n = len(self.train_set)
