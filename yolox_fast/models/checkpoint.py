@@ -49,7 +49,7 @@ def load_official_weights(model: nn.Module, source, strict: bool = True, allow_n
     own = model.state_dict()
     skipped = []
     cls_keys = [k for k in state if k.startswith("head.cls_preds.") and k.endswith(".weight")]
-    if cls_keys and cls_keys[0] in own and state[cls_keys[0]].shape != own[cls_keys[0]].shape:
+    if cls_keys and cls_keys[0] in own and state[cls_keys[0]].shape[0] != own[cls_keys[0]].shape[0]:
         ckpt_classes, model_classes = state[cls_keys[0]].shape[0], own[cls_keys[0]].shape[0]
         if not allow_new_head:
             raise ValueError(
@@ -65,4 +65,4 @@ def load_official_weights(model: nn.Module, source, strict: bool = True, allow_n
         raise ValueError(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)} "
                          f"(is this the right model size?)")
     result = model.load_state_dict(state, strict=strict)
-    return skipped + list(result.missing_keys)
+    return skipped + [k for k in result.missing_keys if k not in skipped]
