@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -168,6 +169,17 @@ def test_restores_every_module_mode(nano_model, coco128):
         assert [m.training for m in nano_model.modules()] == before
     finally:
         nano_model.eval()
+
+
+def test_boxes_in_annotation_frame_when_files_are_resized(nano_model, coco128, tmp_path):
+    """Image files smaller than the size recorded in the json: detections still land on the ground truth."""
+    image_dir, ann_file, images = _subset(coco128, tmp_path, 4)
+    for img in images:
+        path = str(image_dir / img["file_name"])
+        full = cv2.imread(path)
+        cv2.imwrite(path, cv2.resize(full, (full.shape[1] // 2, full.shape[0] // 2)))
+    stats = evaluate_coco(nano_model, image_dir, ann_file)
+    assert stats["AP50"] > 0.7  # 0.95 at full size; boxes left in the half-size frame would score ~0
 
 
 def test_read_state_dict_prefers_ema_when_asked():
