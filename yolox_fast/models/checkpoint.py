@@ -72,7 +72,8 @@ def load_official_weights(model: nn.Module, source, strict: bool = True, allow_n
     own = model.state_dict()
     skipped = []
     cls_keys = [k for k in state if k.startswith("head.cls_preds.") and k.endswith(".weight")]
-    if cls_keys and cls_keys[0] in own and state[cls_keys[0]].shape != own[cls_keys[0]].shape:
+    # Only a different class count (first dim) is a new head; other shape differences mean another model size.
+    if cls_keys and cls_keys[0] in own and state[cls_keys[0]].shape[0] != own[cls_keys[0]].shape[0]:
         ckpt_classes, model_classes = state[cls_keys[0]].shape[0], own[cls_keys[0]].shape[0]
         if not allow_new_head:
             raise ValueError(
