@@ -108,6 +108,14 @@ def test_cli_reports_missing_annotation_file(shared_data, coco128, tmp_path, cap
     assert str(missing) in capsys.readouterr().err
 
 
+def test_cli_reports_wrong_model_size(shared_data, coco128, capsys):
+    image_dir, ann_file = coco128
+    rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--model", "yolox-s",
+                    "--images", str(image_dir), "--ann", str(ann_file), "--device", "cpu"])
+    assert rc == 1
+    assert "holds yolox-nano weights, not yolox-s" in capsys.readouterr().err
+
+
 def test_missing_annotation_file(nano_model, coco128, tmp_path):
     missing = tmp_path / "instances_missing.json"
     with pytest.raises(FileNotFoundError, match="instances_missing.json"):

@@ -12,6 +12,7 @@ the main numbers. Exit status: 0 on success, 1 when the evaluation fails (the me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -105,7 +106,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         state, which = load_checkpoint(args.ckpt, prefer_ema=not args.no_ema)
-        name = args.model or infer_preset(state)
+        if args.model:
+            from .models import canonical_name
+
+            name, inferred = canonical_name(args.model), None
+            with contextlib.suppress(ValueError):  # a stem we cannot place: let the weight loading judge
+                inferred = infer_preset(state)
+            if inferred is not None and inferred != name:
+                raise ValueError(f"{args.ckpt} holds {inferred} weights, not {name}; "
+                                 "fix --model or leave it out to infer it")
+        else:
+            name = infer_preset(state)
         num_classes = args.num_classes
         if num_classes is None:
             cls = state.get("head.cls_preds.0.weight")
