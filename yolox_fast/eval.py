@@ -102,13 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here so that --help and argument errors answer without loading OpenCV and pycocotools.
     from .evaluation import COCOEvaluator, load_coco
-    from .models import build_yolox, load_official_weights
+    from .models import build_yolox, canonical_name, load_official_weights
 
     try:
         state, which = load_checkpoint(args.ckpt, prefer_ema=not args.no_ema)
         if args.model:
-            from .models import canonical_name
-
             name, inferred = canonical_name(args.model), None
             with contextlib.suppress(ValueError):  # a stem we cannot place: let the weight loading judge
                 inferred = infer_preset(state)
