@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from yolox_fast.ops import reference
 from yolox_fast.ops.anchors import anchor_grid_for_input
 
-
 # ---------------------------------------------------------------------------------------------
 # SimOTA
 # ---------------------------------------------------------------------------------------------
