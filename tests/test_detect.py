@@ -2,12 +2,10 @@
 
 import subprocess
 import sys
-from pathlib import Path
-
 import cv2
 import pytest
+from conftest import SHARED_DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEIGHTS = SHARED / "weights" / "yolox_nano.pth"
 
 

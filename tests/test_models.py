@@ -1,7 +1,5 @@
 """YOLOX models: presets, official checkpoint layout, eval output, train loss."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,8 +8,9 @@ from yolox_fast.data import preprocess, read_image
 from yolox_fast.models import PRESETS, build_yolox, load_official_weights
 from yolox_fast.ops.anchors import anchor_grid_for_input
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NANO_WEIGHTS = SHARED / "weights" / "yolox_nano.pth"
+from conftest import SHARED_DATA
+
+NANO_WEIGHTS = SHARED_DATA / "weights" / "yolox_nano.pth"
 needs_weights = pytest.mark.skipif(not NANO_WEIGHTS.is_file(), reason=f"official weights absent: {NANO_WEIGHTS}")
 
 # Official parameter counts with 80 classes (nano exact; the others as published, rounded).
@@ -84,12 +83,9 @@ def test_wrong_model_size_is_explained(tmp_path):
         load_official_weights(build_yolox("yolox-tiny"), tmp_path / "junk.pth")
 
 
-@needs_weights
-def test_dog_detections_match_the_official_model():
-    model = build_yolox("yolox-nano")
-    load_official_weights(model, NANO_WEIGHTS)
-    model.eval()
-    img = read_image(SHARED / "images" / "dog.jpg")
+def test_dog_detections_match_the_official_model(nano_model, shared_data):
+    model = nano_model
+    img = read_image(shared_data / "images" / "dog.jpg")
     x, ratio = preprocess(img, 416)
     assert ratio == pytest.approx(416 / max(img.shape[:2]))
     with torch.no_grad():
