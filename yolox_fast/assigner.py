@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import torch
 
-from .ops import reference
 from .ops.reference import CANDIDATE_MODES, SimOTAVariant
 
 

@@ -1,5 +1,19 @@
-"""Data: reading images, preprocessing, datasets and augmentation."""
+"""Data: reading images, preprocessing, datasets, training augmentation and the built-in synthetic dataset."""
 
+from .augment import TrainAugmentDataset, collate
+from .datasets import COCODetection, DataReport, DetectionDataset, YOLODetection
 from .preprocess import letterbox, preprocess, read_image
+from .synthetic import make_synthetic_dataset
 
-__all__ = ["letterbox", "preprocess", "read_image"]
+__all__ = [
+    "COCODetection",
+    "DataReport",
+    "DetectionDataset",
+    "TrainAugmentDataset",
+    "YOLODetection",
+    "collate",
+    "letterbox",
+    "make_synthetic_dataset",
+    "preprocess",
+    "read_image",
+]

@@ -1,0 +1,29 @@
+// The yolox_fast operator library: every schema, declared once.
+//
+// Backends register their kernels in csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cu (CUDA) with
+// TORCH_LIBRARY_IMPL; Python adds fake (meta) kernels in yolox_fast/ops/*.py for torch.compile.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(yolox_fast, m) {
+  // IoU of every box of boxes1 [N, 4] with every box of boxes2 [M, 4] -> [N, M].
+  // xyxy=false: boxes are cx, cy, w, h; true: x1, y1, x2, y2.
+  m.def("pairwise_iou(Tensor boxes1, Tensor boxes2, bool xyxy) -> Tensor");
+}
+
+// A Python module so that `import yolox_fast._C` loads the library and registers the operators.
+static PyObject* cuda_built(PyObject*, PyObject*) {
+#ifdef YOLOX_FAST_WITH_CUDA
+  Py_RETURN_TRUE;
+#else
+  Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"cuda_built", cuda_built, METH_NOARGS, "True when the CUDA kernels were compiled in."},
+    {nullptr, nullptr, 0, nullptr}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "yolox_fast operators", -1, methods};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }

@@ -1,0 +1,178 @@
+"""Training-time dataset: the official YOLOX augmentation pipeline around a :class:`DetectionDataset`.
+
+Per item, as the official ``MosaicDetection`` + ``TrainTransform``:
+
+1. with probability ``mosaic_prob`` (while mosaic is on): a mosaic of the item and 3 random images on a
+   ``2 x input_size`` canvas, then ``random_affine`` (degrees, translate, ``mosaic_scale``, shear) to
+   ``input_size``; then, with probability ``mixup_prob`` and if the mosaic has boxes, mixup with a random
+   image that has boxes;
+   otherwise: the item resized to fit ``input_size``;
+2. ``TrainTransform``: HSV jitter (``hsv_prob``), horizontal flip (``flip_prob``), letterbox with 114,
+   boxes to ``(class, cx, cy, w, h)``, boxes with a side of ``min_box_size`` pixels or less dropped, padded
+   to ``max_labels`` rows.
+
+Randomness and reproducibility: item ``i`` of epoch ``e`` draws everything from its own generator,
+``numpy.random.default_rng([seed, e, i])``. The result therefore depends only on ``(seed, epoch, index,
+input_size, mosaic on/off)``: not on worker count, worker assignment, prefetching or process. Call
+:meth:`TrainAugmentDataset.set_epoch` at the start of each epoch (as with ``DistributedSampler``).
+With ``seed=None`` every call draws fresh OS entropy (not reproducible).
+
+The mutable state (epoch, mosaic on/off, input size) lives in a small shared-memory tensor, so that
+``set_epoch``, ``close_mosaic`` and ``input_size = ...`` also reach DataLoader workers started earlier
+(``persistent_workers=True``). Items already prefetched keep the old values, so change the input size
+only between epochs, or do multiscale the current official way: keep the dataset at the base size
+and resize each batch (``F.interpolate`` of the images, labels scaled) in the training loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import transforms as T
+from .datasets import DetectionDataset
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+class TrainAugmentDataset(torch.utils.data.Dataset):
+    """The official YOLOX training augmentations over ``dataset``; defaults are the official ones (``yolox_base``).
+
+    Args:
+        dataset: a :class:`DetectionDataset` (anything with ``load(i)``, ``__len__`` and ``num_targets(i)``).
+        input_size: ``(height, width)`` or an int; settable later (``ds.input_size = (h, w)``).
+        mosaic: start with mosaic on (:meth:`close_mosaic` turns it off for the last epochs).
+        mosaic_prob, mixup_prob, hsv_prob, flip_prob: probabilities of each augmentation
+            (``mixup_prob=0`` for nano and tiny, as the official recipe).
+        degrees, translate, shear: random affine ranges, a number ``v`` meaning ``±v``.
+        mosaic_scale, mixup_scale: ``(low, high)`` scale ranges.
+        max_labels: rows of the padded label tensor; boxes beyond it are dropped (official: 120).
+        seed: base of the per-item generators (see the module docstring); ``None`` = not reproducible.
+        min_box_size: boxes whose shorter side is not above this many input pixels are dropped (official: 1).
+        min_area_ratio: also drop boxes of which less than this fraction survives the affine crop or mixup
+            (0 = off, as the official code; the older official ``box_candidates`` used 0.2).
+
+    ``ds[i] -> (img float32 [3, H, W] BGR 0-255, labels float32 [max_labels, 5] = (class, cx, cy, w, h)
+    in input pixels with all-zero padding rows, image_id int)``. A mosaic item reports the image id of
+    ``dataset[i]``, its first tile.
+    """
+
+    def __init__(self, dataset: DetectionDataset, input_size=(640, 640), mosaic: bool = True, mosaic_prob: float = 1.0,
+                 mixup_prob: float = 1.0, hsv_prob: float = 1.0, flip_prob: float = 0.5, degrees: float = 10.0,
+                 translate: float = 0.1, mosaic_scale=(0.1, 2.0), mixup_scale=(0.5, 1.5), shear: float = 2.0,
+                 max_labels: int = 120, seed: int | None = None, min_box_size: float = 1.0,
+                 min_area_ratio: float = 0.0):
+        if len(dataset) == 0:
+            raise ValueError("TrainAugmentDataset: the dataset is empty")
+        for name, p in (("mosaic_prob", mosaic_prob), ("mixup_prob", mixup_prob), ("hsv_prob", hsv_prob),
+                        ("flip_prob", flip_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        for name, (low, high) in (("mosaic_scale", mosaic_scale), ("mixup_scale", mixup_scale)):
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+        if max_labels < 1:
+            raise ValueError(f"max_labels must be >= 1, got {max_labels}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+        self.dataset = dataset
+        self.mosaic_prob, self.mixup_prob = mosaic_prob, mixup_prob
+        self.hsv_prob, self.flip_prob = hsv_prob, flip_prob
+        self.degrees, self.translate, self.shear = degrees, translate, shear
+        self.mosaic_scale, self.mixup_scale = tuple(mosaic_scale), tuple(mixup_scale)
+        self.max_labels = max_labels
+        self.seed = seed
+        self.min_box_size, self.min_area_ratio = min_box_size, min_area_ratio
+        # Mixup partners are drawn uniformly among images with boxes (the official code redraws until it
+        # finds one, which is the same distribution, but never ends on a dataset without boxes).
+        self._with_boxes = np.array([i for i in range(len(dataset)) if dataset.num_targets(i) > 0], dtype=np.int64)
+        h, w = _pair(input_size)
+        # epoch, mosaic on, input height, input width: shared with DataLoader workers (see module docstring).
+        self._state = torch.tensor([0, int(mosaic), h, w], dtype=torch.int64).share_memory_()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self._state[2]), int(self._state[3])
+
+    @input_size.setter
+    def input_size(self, size) -> None:
+        h, w = _pair(size)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"input_size must be positive, got {size}")
+        self._state[2], self._state[3] = h, w
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of ``epoch`` (call it before each epoch's iteration starts)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._state[0] = epoch
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        return bool(self._state[1])
+
+    def close_mosaic(self) -> None:
+        """The official last-epochs switch: no mosaic and therefore no mixup; HSV and flip stay."""
+        self._state[1] = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of item ``index`` in the current epoch."""
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    # -- items ----------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index = int(index)
+        epoch, mosaic_on, h, w = self._state.tolist()
+        size = (h, w)
+        rng = np.random.default_rng() if self.seed is None else np.random.default_rng([self.seed, epoch, index])
+        if mosaic_on and rng.random() < self.mosaic_prob:
+            img, targets, image_id = self._mosaic(index, rng, size)
+            if len(targets) and len(self._with_boxes) and rng.random() < self.mixup_prob:
+                other = int(self._with_boxes[rng.integers(len(self._with_boxes))])
+                other_img, other_targets, _ = self.dataset.load(other)
+                img, targets = T.mixup(img, targets, other_img, other_targets, rng, self.mixup_scale,
+                                       self.min_area_ratio)
+        else:
+            img, targets, image_id = self.dataset.load(index)
+            img, targets = T.resize_to_fit(img, targets, size)
+        canvas, labels = T.train_transform(img, targets, rng, size, self.hsv_prob, self.flip_prob, self.max_labels,
+                                           self.min_box_size)
+        image = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32))
+        return image, torch.from_numpy(labels), int(image_id)
+
+    def _mosaic(self, index: int, rng: np.random.Generator, size: tuple[int, int]):
+        indices = [index, *rng.integers(0, len(self.dataset), 3).tolist()]
+        tiles, image_ids = [], []
+        for k in indices:
+            img, targets, image_id = self.dataset.load(k)
+            tiles.append(T.resize_to_fit(img, targets, size))
+            image_ids.append(image_id)
+        canvas, targets = T.mosaic(tiles, rng, size)
+        img, targets = T.random_affine(canvas, targets, rng, size, self.degrees, self.translate, self.mosaic_scale,
+                                       self.shear, self.min_area_ratio)
+        return img, targets, image_ids[0]
+
+
+def collate(batch) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Stack ``TrainAugmentDataset`` items: ``(images [B, 3, H, W], labels [B, max_labels, 5], image_ids)``."""
+    images, labels, image_ids = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(labels), [int(i) for i in image_ids]
