@@ -62,7 +62,7 @@ def batches():
 
 @pytest.mark.benchmark(group="train-step yolox-nano 416 b8 cpu")
 @pytest.mark.parametrize("assigner", ["default", "reference"])
-def test_train_step(benchmark, batches, assigner, tmp_path):
+def test_train_step(benchmark, record_env, batches, assigner, tmp_path):
     data, augment_s, augmented = batches
     cfg = TrainConfig(model="yolox-nano", img_size=SIZE, batch_size=BATCH, epochs=300, multiscale=False,
                       workers=0, device="cpu", output_dir=str(tmp_path), progress=False, tensorboard=False,
@@ -85,6 +85,7 @@ def test_train_step(benchmark, batches, assigner, tmp_path):
     total = time.perf_counter() - start
     trainer.close()
     gts = [int((labels.abs().sum(-1) > 0).sum()) / BATCH for _, labels in data]
+    record_env("cpu")
     benchmark.extra_info.update({
         "assigner_backend": backends.choose("simota_assign", "cpu", backend)[0],
         "assign_ms_per_step": 1000 * timed.seconds / timed.calls,
@@ -92,8 +93,6 @@ def test_train_step(benchmark, batches, assigner, tmp_path):
         "step_ms": 1000 * total / timed.calls,
         "augment_ms_per_batch": 1000 * augment_s,
         "gts_per_image": sum(gts) / len(gts),
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
         "batch": BATCH,
         "input": SIZE,
         "weights": WEIGHTS.name if WEIGHTS.is_file() else "random init",

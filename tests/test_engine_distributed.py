@@ -37,7 +37,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         return {"AP": 0.25, "AP50": 0.5, "AP75": 0.125}
 
     cfg = tiny_config(out_dir, epochs=2, batch_size=2 * WORLD, random_size=(2, 3), eval_interval=2, seed=5)
-    trainer = Trainer(cfg, TinyBoxes(n=8), ["red", "blue"], evaluate=evaluate, ctx=ctx)
+    # as train.py does: only rank 0 has an evaluator
+    trainer = Trainer(cfg, TinyBoxes(n=8), ["red", "blue"], evaluate=evaluate if rank == 0 else None, ctx=ctx)
     sizes = []
     unwrap(trainer.model).register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
     result = trainer.fit()

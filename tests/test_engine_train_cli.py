@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from test_engine_trainer import one_thread  # noqa: F401, I001  (autouse fixture: one torch thread)
 from yolox_fast.engine.checkpoint import load_checkpoint
 from yolox_fast.train import main, run
-
-# Until the data and evaluation branches are merged (then these two lines go).
-pytest.importorskip("yolox_fast.data.augment", reason="the data pipeline (branch data) is not merged yet")
-pytest.importorskip("yolox_fast.evaluation.coco", reason="COCO evaluation (branch eval) is not merged yet")
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COCO128 = DATA / "coco128"
-CALIB = DATA / "weights" / "yolox_nano_calib.pth"
 
 # Tiny everything: 8 synthetic 64-px training images, 2 steps per epoch.
 TINY = ["--synthetic-train", "8", "--synthetic-val", "4", "--synthetic-size", "64", "--img-size", "64",
@@ -88,26 +81,27 @@ def test_yolo_format_folder(tmp_path):
     assert result["last_metrics"] is not None and rows(out / "results.csv")[0]["AP"] != ""
 
 
-@pytest.mark.skipif(not (COCO128 / "annotations" / "instances_train2017.json").is_file(),
-                    reason=f"coco128 not found under {COCO128}")
-def test_few_iterations_on_real_coco128_images(tmp_path):
+def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):
     """Loader, mosaic, loss, step, checkpoint and pycocotools evaluation on a handful of real images."""
-    full = json.loads((COCO128 / "annotations" / "instances_train2017.json").read_text())
+    coco128, calib = shared_data / "coco128", shared_data / "weights" / "yolox_nano_calib.pth"
+    if not (coco128 / "annotations" / "instances_train2017.json").is_file():
+        pytest.skip(f"coco128 not found under {coco128}")
+    full = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
     keep = {img["id"] for img in full["images"][:8]}
     subset = {**full, "images": [i for i in full["images"] if i["id"] in keep],
               "annotations": [a for a in full["annotations"] if a["image_id"] in keep]}
     ann = tmp_path / "subset.json"
     ann.write_text(json.dumps(subset))
     out = tmp_path / "run"
-    args = ["--coco-images", str(COCO128 / "train2017"), "--coco-ann", str(ann), "--val-images",
-            str(COCO128 / "train2017"), "--val-ann", str(ann), "--model", "yolox-nano", "--img-size", "128",
+    args = ["--coco-images", str(coco128 / "train2017"), "--coco-ann", str(ann), "--val-images",
+            str(coco128 / "train2017"), "--val-ann", str(ann), "--model", "yolox-nano", "--img-size", "128",
             "--batch-size", "4", "--epochs", "1", "--no-aug-epochs", "0", "--mosaic-prob", "1.0", "--workers", "0",
             # A long warm-up keeps the 2 steps tiny: the stem sees raw 0-255 pixels and large gradients, and a
             # pretrained stem that jumps leaves BatchNorm's running statistics behind (eval AP drops to 0).
             "--warmup-epochs", "100",
             "--output-dir", str(out), "--no-progress", "--no-tensorboard"]
-    if CALIB.is_file():
-        args += ["--weights", str(CALIB)]
+    if calib.is_file():
+        args += ["--weights", str(calib)]
     result = run(args)
     ckpt = load_checkpoint(out / "latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 2 and len(ckpt["class_names"]) == 80
@@ -115,5 +109,5 @@ def test_few_iterations_on_real_coco128_images(tmp_path):
     assert set(metrics) >= {"AP", "AP50", "AP75"} and 0.0 <= metrics["AP"] <= 1.0
     row = rows(out / "results.csv")[0]
     assert float(row["total_loss"]) > 0 and row["AP"] != ""
-    if CALIB.is_file():  # the pretrained detector still finds objects in its own training images
+    if calib.is_file():  # the pretrained detector still finds objects in its own training images
         assert metrics["AP50"] > 0.3

@@ -15,6 +15,16 @@ from yolox_fast.engine.trainer import Trainer, resize_batch
 SIZE = 64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models gain nothing from a second thread; on a shared 2-core machine a second OpenMP
+    thread waiting on a busy core made these tests 5-10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TinyBoxes(Dataset):
     """Stand-in for TrainAugmentDataset: coloured boxes on grey, positions drawn from the global RNGs.
 

@@ -117,19 +117,19 @@ def first_existing(root: Path, candidates) -> Path | None:
     return None
 
 
-def make_evaluator(cfg: TrainConfig, val, device):
-    """``evaluate(model) -> metrics`` with pycocotools on the validation set, or None without one."""
-    if val is None:
+def make_evaluator(cfg: TrainConfig, val, class_names, device, ctx: dist_utils.DistContext):
+    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None.
+
+    The :class:`~yolox_fast.evaluation.coco.COCOEvaluator` is built once, so a missing validation image
+    or a class-count mismatch fails before the first epoch, not after it.
+    """
+    if val is None or not ctx.is_main:
         return None
-    from .evaluation.coco import evaluate_coco
+    from .evaluation.coco import COCOEvaluator
 
-    image_dir, ann_file = val
-
-    def evaluate(model):
-        return evaluate_coco(model, image_dir, ann_file, img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
-                             batch_size=cfg.eval_batch_size, device=device, progress=cfg.progress)
-
-    return evaluate
+    evaluator = COCOEvaluator(val[0], val[1], img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
+                              batch_size=cfg.eval_batch_size, class_names=class_names, progress=cfg.progress)
+    return lambda model: evaluator.evaluate(model, device)
 
 
 def make_train_set(cfg: TrainConfig, base):
@@ -157,8 +157,9 @@ def run(argv: list[str] | None = None) -> dict:
         cfg, base, class_names, val = prepare_data(cfg, ctx)
         from .data import collate
 
-        trainer = Trainer(cfg, make_train_set(cfg, base), class_names, evaluate=make_evaluator(cfg, val, ctx.device),
-                          ctx=ctx, collate_fn=collate, resume_from=resume_path)
+        trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
+                          evaluate=make_evaluator(cfg, val, class_names, ctx.device, ctx), ctx=ctx,
+                          collate_fn=collate, resume_from=resume_path)
         if val is None:
             trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
         try:

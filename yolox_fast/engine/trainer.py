@@ -98,6 +98,7 @@ class Trainer:
         class_names: the C class names (C sets the head size; stored in checkpoints).
         evaluate: ``evaluate(model) -> dict`` with at least ``"AP"`` (AP50:95), called on rank 0 with
             the EMA model (raw model without EMA) in eval mode; None: no evaluation, no ``best.pt``.
+            Only rank 0's is used (and needed).
         ctx: this process's place in a multi-process run (default: one process on ``cfg.device``).
         collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default stacks.
         resume_from: a training checkpoint to continue from (else ``cfg.weights``, if any, is loaded).
@@ -114,6 +115,8 @@ class Trainer:
         self.class_names = list(class_names)
         self.train_set = train_set
         self.evaluate = evaluate
+        # Only rank 0 needs an evaluator; every rank must agree on whether evaluations happen.
+        self.evaluates = bool(dist_utils.broadcast_object(evaluate is not None))
         self.output_dir = Path(cfg.output_dir)
         self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard, cfg.log_interval) \
             if self.ctx.is_main else NullRecorder()
@@ -183,7 +186,7 @@ class Trainer:
 
     def _load_weights(self, model: torch.nn.Module, path: str) -> None:
         """Start from ``path`` (official or ours); a different class count keeps all but the class layers."""
-        state = read_state_dict(path)
+        state = read_state_dict(path, prefer_ema=True)  # our checkpoints: start from the evaluated EMA weights
         key = "head.cls_preds.0.weight"
         own = model.state_dict()
         if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
@@ -259,8 +262,8 @@ class Trainer:
 
     def _eval_due(self, epoch: int) -> bool:
         done = epoch + 1
-        return (self.evaluate is not None and (done % self.cfg.eval_interval == 0 or epoch >= self.no_aug_start_epoch
-                                               or done == self.cfg.epochs))
+        return self.evaluates and (done % self.cfg.eval_interval == 0 or epoch >= self.no_aug_start_epoch
+                                   or done == self.cfg.epochs)
 
     def _draw_input_size(self) -> tuple[int, int]:
         """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
