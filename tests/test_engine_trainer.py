@@ -143,8 +143,9 @@ def test_phases_evaluation_best_and_records(tmp_path):
     assert float(rows[2]["l1_loss"]) > 0 and float(rows[0]["l1_loss"]) == 0
     assert result["best_ap"] == 0.3 and load_checkpoint(result["best_checkpoint"])["epoch"] == 4
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "epoch_4.pt", "latest.pt", "results.csv", "results.png",
-                     "tensorboard", "train.log"]
+    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "epoch_4.pt", "last_mosaic_epoch.pt", "latest.pt",
+                     "results.csv", "results.png", "tensorboard", "train.log"]
+    assert load_checkpoint(tmp_path / "last_mosaic_epoch.pt")["epoch"] == 2
     assert any((tmp_path / "tensorboard").iterdir())
     ckpt = load_checkpoint(result["checkpoint"])
     assert ckpt["class_names"] == ["red", "blue"] and ckpt["config"]["epochs"] == 4 and ckpt["ap"] == 0.3

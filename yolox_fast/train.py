@@ -48,18 +48,18 @@ def next_free_dir(base: Path) -> Path:
     return candidate
 
 
-def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
-    """The run's config and the checkpoint to resume from (None for a new run)."""
+def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None, dict | None]:
+    """The run's config, and the checkpoint to resume from with its content (None, None for a new run)."""
     file_values = load_config_file(args.config) if args.config else {}
     cli_values = cli_overrides(args)
-    resume_path = None
+    resume_path = checkpoint = None
     if args.resume:
         resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
         # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
-        saved = load_checkpoint(resume_path)["config"]
-        file_values = {**saved, **file_values, "output_dir": str(resume_path.parent)}
+        checkpoint = load_checkpoint(resume_path)
+        file_values = {**checkpoint["config"], **file_values, "output_dir": str(resume_path.parent)}
     cfg = build_config(file_values, cli_values)
-    return cfg, resume_path
+    return cfg, resume_path, checkpoint
 
 
 def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
@@ -146,7 +146,7 @@ def make_train_set(cfg: TrainConfig, base):
 def run(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, train, print where the results are; returns :meth:`Trainer.fit`'s summary."""
     args = build_parser().parse_args(argv)
-    cfg, resume_path = make_config(args)
+    cfg, resume_path, checkpoint = make_config(args)
     ctx = dist_utils.setup_distributed(cfg.device)
     trainer = None
     try:
@@ -159,7 +159,8 @@ def run(argv: list[str] | None = None) -> dict:
 
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
                           evaluate=make_evaluator(cfg, val, class_names, ctx.device, ctx), ctx=ctx,
-                          collate_fn=collate, resume_from=resume_path)
+                          collate_fn=collate, resume_from=resume_path, checkpoint=checkpoint)
+        checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
             trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
         try:

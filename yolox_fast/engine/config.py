@@ -43,7 +43,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "mosaic_prob": 1.0,
     "mosaic_scale": (0.5, 1.5),
     "save_interval": 0,
-    "workers": 1,
+    "workers": 0,  # on 2 cores a loader process would compete with the training threads for a core
 }
 
 # Field kinds for parsing values from files and the command line.

@@ -26,14 +26,15 @@ def format_duration(seconds: float) -> str:
 
 
 class EpochProgress:
-    """One epoch's progress: a tqdm bar, or (``bar=False``) a plain line every ``log_every`` iterations.
+    """One epoch's progress: a tqdm bar, or (``bar=False``) plain log lines.
 
-    ``update(done, losses, lr, images_per_s, input_size, eta_s)`` is called every ``log_every``
-    iterations and at the end of the epoch.
+    ``tick()`` after every iteration moves the bar; ``update(done, losses, lr, images_per_s,
+    input_size, eta_s)``, called every log interval and at the end of the epoch, refreshes the
+    numbers or writes a line (reading the losses is a host sync on GPUs, hence not every iteration).
     """
 
-    def __init__(self, epoch: int, epochs: int, total_iters: int, bar: bool, log_every: int, write):
-        self.epoch, self.epochs, self.total, self.log_every = epoch, epochs, total_iters, log_every
+    def __init__(self, epoch: int, epochs: int, total_iters: int, bar: bool, write):
+        self.epoch, self.epochs, self.total = epoch, epochs, total_iters
         self.write = write
         self.bar = None
         if bar:
@@ -41,12 +42,14 @@ class EpochProgress:
 
             self.bar = tqdm(total=total_iters, desc=f"epoch {epoch + 1}/{epochs}", unit="it", dynamic_ncols=True,
                             leave=True, file=sys.stderr)
-        self.done = 0
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
 
     def update(self, done: int, losses: dict[str, float], lr: float, images_per_s: float, input_size: int,
                eta_s: float) -> None:
         if self.bar is not None:
-            self.bar.update(done - self.done)
             post = {_SHORT[k]: f"{losses[k]:.3f}" for k in LOSS_KEYS if k in losses}
             post.update(lr=f"{lr:.2e}", size=input_size, img_s=f"{images_per_s:.1f}", eta=format_duration(eta_s))
             self.bar.set_postfix(post, refresh=True)
@@ -54,7 +57,6 @@ class EpochProgress:
             terms = " ".join(f"{_SHORT[k]} {losses[k]:.3f}" for k in LOSS_KEYS if k in losses)
             self.write(f"epoch {self.epoch + 1}/{self.epochs} iter {done}/{self.total} | {terms} | lr {lr:.3e} | "
                        f"size {input_size} | {images_per_s:.1f} img/s | eta {format_duration(eta_s)}")
-        self.done = done
 
     def close(self) -> None:
         if self.bar is not None:
@@ -64,11 +66,10 @@ class EpochProgress:
 class Recorder:
     """Rank 0's records of a run in ``output_dir``: ``train.log``, ``results.csv``, TensorBoard, ``results.png``."""
 
-    def __init__(self, output_dir: str | os.PathLike, progress: bool = True, tensorboard: bool = True,
-                 log_interval: int = 10):
+    def __init__(self, output_dir: str | os.PathLike, progress: bool = True, tensorboard: bool = True):
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.progress, self.log_interval = progress, log_interval
+        self.progress = progress
         self.csv_path = self.dir / "results.csv"
         self.plot_path = self.dir / "results.png"
         self._log_file = open(self.dir / "train.log", "a", buffering=1)
@@ -83,9 +84,11 @@ class Recorder:
                 self.log(f"TensorBoard disabled: {exc}")
 
     # -- messages ---------------------------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        """Print (above the bar, if one is shown) and append to ``train.log``."""
-        if self._bar is not None and self._bar.bar is not None:
+    def log(self, message: str, console: bool = True) -> None:
+        """Append to ``train.log`` and (unless ``console=False``) print, above the bar if one is shown."""
+        if not console:
+            pass
+        elif self._bar is not None and self._bar.bar is not None:
             self._bar.bar.write(message, file=sys.stderr)
         else:
             print(message, flush=True)
@@ -94,7 +97,7 @@ class Recorder:
 
     # -- per epoch / per log interval -------------------------------------------------------------------
     def start_epoch(self, epoch: int, epochs: int, total_iters: int) -> EpochProgress:
-        self._bar = EpochProgress(epoch, epochs, total_iters, self.progress, self.log_interval, self.log)
+        self._bar = EpochProgress(epoch, epochs, total_iters, self.progress, self.log)
         return self._bar
 
     def end_epoch(self) -> None:
@@ -143,7 +146,7 @@ class NullRecorder:
 
     csv_path = plot_path = None
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, console: bool = True) -> None:
         pass
 
     def start_epoch(self, epoch: int, epochs: int, total_iters: int) -> None:

@@ -102,11 +102,12 @@ class Trainer:
         ctx: this process's place in a multi-process run (default: one process on ``cfg.device``).
         collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default stacks.
         resume_from: a training checkpoint to continue from (else ``cfg.weights``, if any, is loaded).
+        checkpoint: the already-loaded content of ``resume_from`` (read from the file when None).
     """
 
     def __init__(self, cfg: TrainConfig, train_set: Dataset, class_names: Sequence[str],
                  evaluate: Evaluator | None = None, ctx: DistContext | None = None, collate_fn=None,
-                 resume_from: str | Path | None = None):
+                 resume_from: str | Path | None = None, checkpoint: dict | None = None):
         if cfg.img_size is None or cfg.output_dir is None:
             raise ValueError("Trainer needs a resolved config with an output_dir (TrainConfig.resolved())")
         self.cfg = cfg
@@ -118,17 +119,17 @@ class Trainer:
         # Only rank 0 needs an evaluator; every rank must agree on whether evaluations happen.
         self.evaluates = bool(dist_utils.broadcast_object(evaluate is not None))
         self.output_dir = Path(cfg.output_dir)
-        self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard, cfg.log_interval) \
+        self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard) \
             if self.ctx.is_main else NullRecorder()
         self.log = self.recorder.log
         try:
-            self._setup(collate_fn, resume_from)
+            self._setup(collate_fn, resume_from, checkpoint)
         except BaseException:
             self.recorder.close()
             raise
 
     # -- setup ------------------------------------------------------------------------------------------
-    def _setup(self, collate_fn, resume_from) -> None:
+    def _setup(self, collate_fn, resume_from, checkpoint) -> None:
         cfg = self.cfg
         if cfg.batch_size % self.ctx.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.ctx.world_size} processes")
@@ -162,8 +163,9 @@ class Trainer:
         self.start_epoch = 0
         self.iteration = 0
         self.best_ap = -1.0
+        self.last_table = None
         if resume_from is not None:
-            self._resume(resume_from)
+            self._resume(resume_from, checkpoint if checkpoint is not None else load_checkpoint(resume_from))
         if self.ctx.is_distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -198,8 +200,7 @@ class Trainer:
             raise ValueError(f"cannot start {self.cfg.model} from {path}: {exc}") from exc
         self.log(f"loaded weights from {path}")
 
-    def _resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path)
+    def _resume(self, path: str | Path, ckpt: dict) -> None:
         if list(ckpt["class_names"]) != self.class_names:
             raise ValueError(f"{path} was trained on classes {ckpt['class_names'][:5]}... but this dataset has "
                              f"{self.class_names[:5]}...; resume needs the same classes (start anew with --weights)")
@@ -259,6 +260,10 @@ class Trainer:
             if not unwrap(self.model).head.use_l1:
                 unwrap(self.model).head.use_l1 = True
                 self.log(f"epoch {epoch + 1}: no mosaic/mixup from now on, L1 loss on, evaluation every epoch")
+            latest = self.output_dir / "latest.pt"
+            if epoch == self.no_aug_start_epoch and self.ctx.is_main and latest.is_file():
+                # As the official trainer: keep the state after the last mosaic epoch, to redo the last phase.
+                copy_checkpoint(latest, self.output_dir / "last_mosaic_epoch.pt")
 
     def _eval_due(self, epoch: int) -> bool:
         done = epoch + 1
@@ -317,6 +322,8 @@ class Trainer:
             window += step_values
             window_count += 1
             done += 1
+            if bar is not None:
+                bar.tick()
             if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
                 means = dict(zip(LOSS_KEYS, (window / window_count).tolist()))
                 if not np.isfinite(means["total_loss"]) and not self.use_amp:
@@ -356,8 +363,9 @@ class Trainer:
             finally:
                 self.model.train()
             if metrics is not None:
-                if metrics.get("table"):
-                    self.log(str(metrics["table"]))
+                self.last_table = metrics.get("table")
+                if self.last_table:  # per-class table: in train.log each time, on the console at the end
+                    self.log(f"epoch {epoch + 1} per-class AP:\n{self.last_table}", console=False)
                 self.log(f"epoch {epoch + 1}: AP {metrics['AP']:.4f}  AP50 {metrics.get('AP50', float('nan')):.4f}  "
                          f"AP75 {metrics.get('AP75', float('nan')):.4f}  ({time.perf_counter() - start:.1f} s)")
         summary = {k: metrics[k] for k in ("AP", "AP50", "AP75") if k in metrics} if metrics else None
@@ -438,6 +446,8 @@ class Trainer:
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         dist_utils.barrier()
+        if self.last_table:
+            self.log(f"per-class AP of the last evaluation:\n{self.last_table}")
         plot = self.recorder.plot()
         best = self.output_dir / "best.pt"
         result = {
