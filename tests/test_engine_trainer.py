@@ -205,3 +205,20 @@ def test_resume_errors(tmp_path):
         Trainer(tiny_config(tmp_path), TinyBoxes(), ["red", "blue"], resume_from=tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(tiny_config(tmp_path, batch_size=16), TinyBoxes(), ["red", "blue"])
+
+
+def test_frozen_parameters_stay_fixed(tmp_path):
+    from yolox_fast.engine.trainer import seed_everything
+    from yolox_fast.models import build_yolox
+
+    cfg = tiny_config(tmp_path, epochs=1, freeze=["backbone.backbone.stem", "head.cls_preds"], multiscale=False)
+    run(cfg, evaluate=None)
+    seed_everything(cfg.seed)  # the trainer's initial weights
+    initial = build_yolox("yolox-nano", num_classes=2).state_dict()
+    trained = load_checkpoint(tmp_path / "latest.pt")["model"]
+    assert torch.equal(trained["backbone.backbone.stem.conv.conv.weight"], initial["backbone.backbone.stem.conv.conv.weight"])
+    assert torch.equal(trained["head.cls_preds.1.bias"], initial["head.cls_preds.1.bias"])
+    assert not torch.equal(trained["head.reg_preds.0.weight"], initial["head.reg_preds.0.weight"])
+    assert "frozen: backbone.backbone.stem, head.cls_preds" in (tmp_path / "train.log").read_text()
+    with pytest.raises(ValueError, match="freeze: no parameter name starts with 'stem'"):
+        Trainer(tiny_config(tmp_path / "b", freeze=["stem"]), TinyBoxes(), ["red", "blue"])

@@ -92,7 +92,10 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     if train_dir is None:
         raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
                                 f"{', '.join(YOLO_TRAIN_DIRS)} (labels in the matching labels/ folder)")
-    train = YOLODetection(train_dir, class_names=cfg.class_names, cache_images=cfg.cache_images)
+    names = cfg.class_names
+    if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
+        names = names[0]
+    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images)
     val_dir = first_existing(root, YOLO_VAL_DIRS)
     val = None
     if val_dir is not None:
@@ -117,7 +120,7 @@ def first_existing(root: Path, candidates) -> Path | None:
     return None
 
 
-def make_evaluator(cfg: TrainConfig, val, class_names, device, ctx: dist_utils.DistContext):
+def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistContext):
     """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None.
 
     The :class:`~yolox_fast.evaluation.coco.COCOEvaluator` is built once, so a missing validation image
@@ -129,7 +132,7 @@ def make_evaluator(cfg: TrainConfig, val, class_names, device, ctx: dist_utils.D
 
     evaluator = COCOEvaluator(val[0], val[1], img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
                               batch_size=cfg.eval_batch_size, class_names=class_names, progress=cfg.progress)
-    return lambda model: evaluator.evaluate(model, device)
+    return lambda model: evaluator.evaluate(model, ctx.device)
 
 
 def make_train_set(cfg: TrainConfig, base):
@@ -158,7 +161,7 @@ def run(argv: list[str] | None = None) -> dict:
         from .data import collate
 
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
-                          evaluate=make_evaluator(cfg, val, class_names, ctx.device, ctx), ctx=ctx,
+                          evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
                           collate_fn=collate, resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:

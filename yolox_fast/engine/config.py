@@ -69,7 +69,8 @@ class TrainConfig:
     val_images: str | None = _opt(None, _STR, "validation images folder (COCO format)")
     val_ann: str | None = _opt(None, _STR, "validation instances json (COCO format)")
     yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset root: images/{train,val} and labels/{train,val}")
-    class_names: list[str] | None = _opt(None, _STR_LIST, "class names for YOLO data (else ROOT/classes.txt)")
+    class_names: list[str] | None = _opt(None, _STR_LIST, "class names of YOLO data, or a names file (default: "
+                                         "classes.txt, obj.names or data.yaml beside the images)")
     data_cache: str = _opt("~/.cache/yolox_fast/synthetic", _STR, "where the built-in synthetic dataset is generated")
     synthetic_train: int = _opt(512, _INT, "training images of the built-in synthetic dataset")
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
@@ -79,6 +80,8 @@ class TrainConfig:
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
     weights: str | None = _opt(None, _STR, "start from these weights (official {'model': ...} or ours)")
+    freeze: list[str] | None = _opt(None, _STR_LIST, "keep the parameters whose names start with these fixed "
+                                    "(e.g. backbone.backbone.stem)")
     simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
     assigner_backend: str | None = _opt(None, _STR, "force an assigner backend (cuda, cpu, triton, torch, reference)")
 

@@ -145,6 +145,8 @@ class Trainer:
         model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
         if cfg.weights and resume_from is None:
             self._load_weights(model, cfg.weights)
+        if cfg.freeze:
+            self._freeze(model, cfg.freeze)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(self.model, lr=cfg.warmup_lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -199,6 +201,19 @@ class Trainer:
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot start {self.cfg.model} from {path}: {exc}") from exc
         self.log(f"loaded weights from {path}")
+
+    def _freeze(self, model: torch.nn.Module, prefixes: Sequence[str]) -> None:
+        """No gradient (and so no optimiser group) for parameters named ``prefix...``; BatchNorm statistics
+        of frozen layers still follow the data in train mode."""
+        for prefix in prefixes:
+            matched = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+            if not matched:
+                example = next(iter(dict(model.named_parameters())))
+                raise ValueError(f"freeze: no parameter name starts with {prefix!r} (names look like {example!r})")
+            for p in matched:
+                p.requires_grad_(False)
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        self.log(f"frozen: {', '.join(prefixes)} ({frozen} parameters)")
 
     def _resume(self, path: str | Path, ckpt: dict) -> None:
         if list(ckpt["class_names"]) != self.class_names:
@@ -423,6 +438,8 @@ class Trainer:
                  f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
                  f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
                  f"output {self.output_dir}")
+        if self.start_epoch >= cfg.epochs:
+            self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
         last_metrics = None
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.epochs):
