@@ -1,0 +1,87 @@
+"""TrainConfig: official defaults, config files (YAML/JSON), command-line overrides, presets, errors."""
+
+import json
+
+import pytest
+
+from yolox_fast.engine.config import DEMO_DEFAULTS, TrainConfig, build_config, load_config_file, save_config_file
+from yolox_fast.train import build_parser, make_config
+
+COCO = ["--coco-images", "imgs", "--coco-ann", "ann.json"]
+
+
+def parse(argv):
+    return make_config(build_parser().parse_args(argv))[0]
+
+
+def test_official_defaults():
+    cfg = TrainConfig()
+    assert (cfg.lr_per_image, cfg.momentum, cfg.weight_decay, cfg.warmup_epochs, cfg.warmup_lr) == (
+        0.01 / 64, 0.9, 5e-4, 5, 0.0)
+    assert (cfg.min_lr_ratio, cfg.no_aug_epochs, cfg.epochs, cfg.ema_decay) == (0.05, 15, 300, 0.9998)
+    assert (cfg.multiscale_range, cfg.multiscale_interval, cfg.hsv_prob, cfg.flip_prob) == (5, 10, 1.0, 0.5)
+    assert (cfg.degrees, cfg.translate, cfg.shear, cfg.mixup_scale) == (10.0, 0.1, 2.0, (0.5, 1.5))
+
+
+def test_presets_fill_unset_fields():
+    s = parse([*COCO, "--model", "yolox_s"])
+    assert (s.model, s.img_size, s.test_size, s.mixup_prob, s.mosaic_prob, s.mosaic_scale, s.random_size) == (
+        "yolox-s", 640, 640, 1.0, 1.0, (0.1, 2.0), None)
+    nano = parse([*COCO, "--model", "nano"])
+    assert (nano.img_size, nano.mixup_prob, nano.mosaic_prob, nano.mosaic_scale, nano.random_size) == (
+        416, 0.0, 0.5, (0.5, 1.5), (10, 20))
+    tiny = parse([*COCO, "--model", "yolox-tiny", "--mixup-prob", "0.3", "--img-size", "512"])
+    assert (tiny.mixup_prob, tiny.mosaic_prob, tiny.img_size, tiny.test_size) == (0.3, 1.0, 512, 512)
+
+
+def test_no_data_uses_demo_defaults_but_flags_still_win():
+    cfg = parse([])
+    for key, value in DEMO_DEFAULTS.items():
+        assert getattr(cfg, key) == value, key
+    cfg = parse(["--epochs", "3", "--img-size", "128"])
+    assert (cfg.epochs, cfg.img_size, cfg.model) == (3, 128, "yolox-nano")
+    assert parse(COCO).epochs == 300  # with data: the official recipe
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_config_file_then_command_line(tmp_path, suffix):
+    values = {"coco_images": "imgs", "coco-ann": "a.json", "epochs": 50, "batch_size": 32,
+              "mosaic_scale": [0.2, 1.8], "progress": False, "class_names": ["a", "b"]}
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(values))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(values))
+    cfg = parse(["--config", str(path), "--epochs", "20", "--mosaic-scale", "0.3", "1.2", "--progress"])
+    assert (cfg.epochs, cfg.batch_size, cfg.mosaic_scale, cfg.progress, cfg.class_names) == (
+        20, 32, (0.3, 1.2), True, ["a", "b"])
+    assert parse(["--config", str(path), "--no-progress"]).progress is False
+    assert parse(["--config", str(path)]).progress is False
+
+
+def test_saved_config_loads_back(tmp_path):
+    cfg = parse([*COCO, "--model", "yolox-tiny", "--no-ema", "--random-size", "12", "18"])
+    save_config_file(cfg, tmp_path / "config.yaml")
+    assert build_config(load_config_file(tmp_path / "config.yaml")) == cfg
+
+
+def test_errors_name_the_setting(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("img_sise: 320\n")
+    with pytest.raises(ValueError, match="unknown setting 'img_sise' \\(did you mean 'img_size'\\?\\)"):
+        parse(["--config", str(bad)])
+    with pytest.raises(ValueError, match="command line: epochs: cannot read 'ten' as an integer"):
+        parse(["--epochs", "ten"])
+    with pytest.raises(ValueError, match="img_size must be a positive multiple of 32"):
+        parse(["--img-size", "100"])
+    with pytest.raises(ValueError, match="needs both coco_images and coco_ann"):
+        parse(["--coco-images", "x"])
+    with pytest.raises(ValueError, match="unknown model"):
+        parse(["--model", "yolox-q"])
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        parse(["--config", str(tmp_path / "list.yaml")])

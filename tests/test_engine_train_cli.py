@@ -1,0 +1,113 @@
+"""``python -m yolox_fast.train`` end to end on tiny settings: the built-in default, resume, YOLO data, coco128."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_engine_trainer import one_thread  # noqa: F401, I001  (autouse fixture: one torch thread)
+from yolox_fast.engine.checkpoint import load_checkpoint
+from yolox_fast.train import main, run
+
+# Tiny everything: 8 synthetic 64-px training images, 2 steps per epoch.
+TINY = ["--synthetic-train", "8", "--synthetic-val", "4", "--synthetic-size", "64", "--img-size", "64",
+        "--batch-size", "4", "--workers", "0", "--no-progress", "--no-tensorboard", "--log-interval", "1"]
+
+
+def rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_no_data_default_path_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [*TINY, "--data-cache", str(tmp_path / "cache"), "--output-dir", str(out), "--epochs", "2",
+            "--no-aug-epochs", "1"]
+    assert main([*args, "--stop-after-epoch", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "no dataset given: using the built-in synthetic dataset" in printed
+    assert f"checkpoint: {out / 'latest.pt'}" in printed and f"plot:       {out / 'results.png'}" in printed
+    assert load_checkpoint(out / "latest.pt")["epoch"] == 1
+
+    result = run(["--resume", str(out), "--no-progress"])  # settings come back from the checkpoint
+    ckpt = load_checkpoint(out / "latest.pt")
+    assert ckpt["epoch"] == 2 and ckpt["model_name"] == "yolox-nano"
+    assert ckpt["class_names"] == ["circle", "square", "triangle", "cross", "star"]
+    assert ckpt["config"]["img_size"] == 64 and ckpt["config"]["coco_ann"].endswith("instances_train.json")
+    table = rows(out / "results.csv")
+    assert [r["epoch"] for r in table] == ["1", "2"] and all(r["AP"] != "" for r in table)  # eval every epoch here
+    assert result["best_checkpoint"] == out / "best.pt" and (out / "results.png").stat().st_size > 1000
+    assert "resumed from" in (out / "train.log").read_text()
+
+
+def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
+    assert main(["--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "corrupt or truncated" in capsys.readouterr().err
+    assert main(["--coco-images", str(tmp_path), "--coco-ann", str(tmp_path / "missing.json"), *TINY,
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
+def test_yolo_format_folder(tmp_path):
+    """A YOLO folder made from the synthetic set: images/{train,val}, labels/{train,val}, classes.txt."""
+    from yolox_fast.data import COCODetection, make_synthetic_dataset
+
+    info = make_synthetic_dataset(tmp_path / "cache", num_train=8, num_val=4, image_size=64)
+    root = tmp_path / "yolo"
+    for split, images, ann in (("train", info["train_images"], info["train_ann"]),
+                               ("val", info["val_images"], info["val_ann"])):
+        coco = COCODetection(images, ann)
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(len(coco)):
+            img, targets, _ = coco.load(i)
+            src = Path(coco.image_path(i))
+            shutil.copy(src, root / "images" / split / src.name)
+            h, w = img.shape[:2]
+            lines = [f"{int(c)} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}"
+                     for x1, y1, x2, y2, c in targets.tolist()]
+            (root / "labels" / split / f"{src.stem}.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(info["class_names"]) + "\n")
+    out = tmp_path / "run"
+    result = run(["--yolo-dir", str(root), "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
+                  "--no-aug-epochs", "0", *TINY])
+    assert load_checkpoint(out / "latest.pt")["class_names"] == info["class_names"]
+    val = json.loads((out / "val_coco.json").read_text())
+    assert len(val["images"]) == 4 and [c["name"] for c in val["categories"]] == info["class_names"]
+    assert result["last_metrics"] is not None and rows(out / "results.csv")[0]["AP"] != ""
+
+
+def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):
+    """Loader, mosaic, loss, step, checkpoint and pycocotools evaluation on a handful of real images."""
+    coco128, calib = shared_data / "coco128", shared_data / "weights" / "yolox_nano_calib.pth"
+    if not (coco128 / "annotations" / "instances_train2017.json").is_file():
+        pytest.skip(f"coco128 not found under {coco128}")
+    full = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
+    keep = {img["id"] for img in full["images"][:8]}
+    subset = {**full, "images": [i for i in full["images"] if i["id"] in keep],
+              "annotations": [a for a in full["annotations"] if a["image_id"] in keep]}
+    ann = tmp_path / "subset.json"
+    ann.write_text(json.dumps(subset))
+    out = tmp_path / "run"
+    args = ["--coco-images", str(coco128 / "train2017"), "--coco-ann", str(ann), "--val-images",
+            str(coco128 / "train2017"), "--val-ann", str(ann), "--model", "yolox-nano", "--img-size", "128",
+            "--batch-size", "4", "--epochs", "1", "--no-aug-epochs", "0", "--mosaic-prob", "1.0", "--workers", "0",
+            # A long warm-up keeps the 2 steps tiny: the stem sees raw 0-255 pixels and large gradients, and a
+            # pretrained stem that jumps leaves BatchNorm's running statistics behind (eval AP drops to 0).
+            "--warmup-epochs", "100",
+            "--output-dir", str(out), "--no-progress", "--no-tensorboard"]
+    if calib.is_file():
+        args += ["--weights", str(calib)]
+    result = run(args)
+    ckpt = load_checkpoint(out / "latest.pt")
+    assert ckpt["epoch"] == 1 and ckpt["iteration"] == 2 and len(ckpt["class_names"]) == 80
+    metrics = result["last_metrics"]
+    assert set(metrics) >= {"AP", "AP50", "AP75"} and 0.0 <= metrics["AP"] <= 1.0
+    row = rows(out / "results.csv")[0]
+    assert float(row["total_loss"]) > 0 and row["AP"] != ""
+    if calib.is_file():  # the pretrained detector still finds objects in its own training images
+        assert metrics["AP50"] > 0.3

@@ -1,0 +1,206 @@
+"""The training loop: exact resume, phases, multiscale, evaluation, checkpoints and records (tiny CPU runs)."""
+
+import csv
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from yolox_fast.engine.checkpoint import load_checkpoint
+from yolox_fast.engine.config import TrainConfig
+from yolox_fast.engine.trainer import Trainer, resize_batch
+
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models gain nothing from a second thread; on a shared 2-core machine a second OpenMP
+    thread waiting on a busy core made these tests 5-10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyBoxes(Dataset):
+    """Stand-in for TrainAugmentDataset: coloured boxes on grey, positions drawn from the global RNGs.
+
+    Items are ``(image [3, 64, 64] float32 BGR 0-255, labels [10, 5] (cls, cx, cy, w, h) zero-padded, id)``.
+    Using Python's, NumPy's and torch's generators makes an exact resume depend on restoring all three.
+    """
+
+    def __init__(self, n=8, max_labels=10):
+        self.n, self.max_labels = n, max_labels
+        self.mosaic_closed_at_epoch, self.epoch = None, None
+
+    def __len__(self):
+        return self.n
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def close_mosaic(self):
+        if self.mosaic_closed_at_epoch is None:
+            self.mosaic_closed_at_epoch = self.epoch
+
+    def __getitem__(self, i):
+        img = torch.full((3, SIZE, SIZE), 114.0)
+        labels = torch.zeros(self.max_labels, 5)
+        for k in range(2):
+            w, h = random.randint(10, 24), int(np.random.randint(10, 24))
+            x, y = torch.randint(0, SIZE - 24, (2,)).tolist()
+            cls = (i + k) % 2
+            img[cls * 2, y : y + h, x : x + w] = 255.0
+            labels[k] = torch.tensor([cls, x + w / 2, y + h / 2, w, h])
+        return img, labels, i
+
+
+def tiny_config(tmp_path, **kw):
+    values = dict(model="yolox-nano", img_size=SIZE, epochs=2, batch_size=4, warmup_epochs=1, no_aug_epochs=0,
+                  multiscale=True, random_size=(1, 3), multiscale_interval=1, workers=0, device="cpu",
+                  output_dir=str(tmp_path), progress=False, tensorboard=False, log_interval=1, eval_interval=1,
+                  lr_per_image=0.01)
+    values.update(kw)
+    return TrainConfig(**values).resolved()
+
+
+def weight_checksum_ap(model):
+    """A fake evaluator: a deterministic 'AP' from the weights, so best.pt logic and eval calls are testable."""
+    assert not model.training
+    total = sum(float(p.double().abs().sum()) for p in model.parameters())
+    return {"AP": (total * 1000) % 1.0, "AP50": 0.5, "AP75": 0.25, "table": "per-class table"}
+
+
+def run(cfg, stop_after=None, resume_from=None, evaluate=weight_checksum_ap):
+    trainer = Trainer(cfg, TinyBoxes(), ["red", "blue"], evaluate=evaluate, resume_from=resume_from)
+    try:
+        return trainer, trainer.fit(stop_after_epoch=stop_after)
+    finally:
+        trainer.close()
+
+
+def assert_same_state(a: dict, b: dict, where=""):
+    assert a.keys() == b.keys(), where
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), f"{where}{k}"
+        elif isinstance(a[k], dict):
+            assert_same_state(a[k], b[k], f"{where}{k}.")
+        elif isinstance(a[k], list) and a[k] and isinstance(a[k][0], dict):
+            for i, (x, y) in enumerate(zip(a[k], b[k])):
+                assert_same_state(x, y, f"{where}{k}[{i}].")
+        else:
+            assert a[k] == b[k], f"{where}{k}"
+
+
+def test_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:
+        _, full = run(tiny_config(tmp_path / "full"))
+        _, first = run(tiny_config(tmp_path / "split"), stop_after=1)
+        assert first["epochs_done"] == 1 and load_checkpoint(tmp_path / "split" / "latest.pt")["epoch"] == 1
+        _, resumed = run(tiny_config(tmp_path / "split"), resume_from=tmp_path / "split" / "latest.pt")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a, b = load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"])
+    assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (2, 4)
+    for key in ("model", "ema", "optimizer"):
+        assert_same_state(a[key], b[key], f"{key}.")
+    assert a["ema_updates"] == b["ema_updates"] == 4
+    assert a["input_size"] == b["input_size"] and a["best_ap"] == b["best_ap"]
+    # the records agree too: the resumed run rewrote row 2 after row 1 of the first part
+    rows_a = list(csv.DictReader(open(tmp_path / "full" / "results.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "split" / "results.csv")))
+    assert [r["epoch"] for r in rows_b] == ["1", "2"]
+    assert [r["total_loss"] for r in rows_a] == [r["total_loss"] for r in rows_b]
+
+
+def test_phases_evaluation_best_and_records(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=4, no_aug_epochs=1, eval_interval=3, save_interval=2, tensorboard=True,
+                      multiscale=False)
+    seen_sizes, eval_epochs = [], []
+
+    def evaluate(model):
+        eval_epochs.append(len(eval_epochs))
+        return {"AP": [0.1, 0.3, 0.2][len(eval_epochs) - 1], "AP50": 0.5, "AP75": 0.2}
+
+    trainer = Trainer(cfg, TinyBoxes(), ["red", "blue"], evaluate=evaluate)
+    trainer.model.register_forward_pre_hook(lambda m, args: seen_sizes.append(tuple(args[0].shape[-2:])))
+    try:
+        assert trainer.no_aug_start_epoch == 2  # official: closes at epoch + 1 == epochs - no_aug_epochs
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    assert trainer.train_set.mosaic_closed_at_epoch == 2 and trainer.model.head.use_l1
+    assert set(seen_sizes) == {(SIZE, SIZE)}
+    rows = list(csv.DictReader(open(result["results_csv"])))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    # evaluated at epoch 3 (interval) and 3, 4 (no-aug phase): epochs 3 and 4
+    assert [r["AP"] for r in rows] == ["", "", "0.1", "0.3"]
+    assert float(rows[2]["l1_loss"]) > 0 and float(rows[0]["l1_loss"]) == 0
+    assert result["best_ap"] == 0.3 and load_checkpoint(result["best_checkpoint"])["epoch"] == 4
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "epoch_4.pt", "latest.pt", "results.csv", "results.png",
+                     "tensorboard", "train.log"]
+    assert any((tmp_path / "tensorboard").iterdir())
+    ckpt = load_checkpoint(result["checkpoint"])
+    assert ckpt["class_names"] == ["red", "blue"] and ckpt["config"]["epochs"] == 4 and ckpt["ap"] == 0.3
+    assert "epoch 3: AP 0.1000" in (tmp_path / "train.log").read_text()
+
+
+def test_multiscale_sizes_are_drawn_every_interval(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=(2, 4), ema=False,
+                      warmup_epochs=0, seed=3)
+    trainer = Trainer(cfg, TinyBoxes(n=10), ["red", "blue"])
+    sizes = []
+    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    assert len(sizes) == 5 and sizes[0] == SIZE  # the first draw happens after `interval` iterations
+    assert set(sizes) <= {64, 96, 128} and len(set(sizes)) > 1
+    rng = __import__("random").Random(3)  # the draws: 32 * randint(2, 4) from a Random(seed)
+    assert sizes[1:] == [32 * rng.randint(2, 4) for _ in range(4)]
+
+
+def test_resize_batch_scales_boxes_like_the_official_preprocess():
+    images = torch.rand(2, 3, 64, 32) * 255
+    labels = torch.tensor([[[1, 10, 20, 4, 8], [0, 0, 0, 0, 0]]] * 2, dtype=torch.float32)
+    out_images, out_labels = resize_batch(images, labels, (128, 96))
+    assert out_images.shape == (2, 3, 128, 96)
+    assert out_labels[0, 0].tolist() == [1, 30, 40, 12, 16] and out_labels[0, 1].abs().sum() == 0
+    assert labels[0, 0, 1] == 10  # inputs untouched
+    same_images, same_labels = resize_batch(images, labels, (64, 32))
+    assert same_images is images and same_labels is labels
+
+
+def test_weights_with_another_class_count_keep_all_but_the_class_head(tmp_path, capsys):
+    from yolox_fast.models import build_yolox
+
+    source = build_yolox("yolox-nano", num_classes=80)
+    torch.save({"model": source.state_dict()}, tmp_path / "official.pth")
+    cfg = tiny_config(tmp_path / "run", weights=str(tmp_path / "official.pth"), epochs=1)
+    trainer = Trainer(cfg, TinyBoxes(), ["red", "blue"])
+    trainer.close()
+    assert "trained for 80 classes, this dataset has 2" in capsys.readouterr().out
+    ours, theirs = trainer.model.state_dict(), source.state_dict()
+    assert torch.equal(ours["backbone.backbone.stem.conv.conv.weight"], theirs["backbone.backbone.stem.conv.conv.weight"])
+    assert ours["head.cls_preds.0.weight"].shape[0] == 2
+    torch.save({"model": build_yolox("yolox-tiny", num_classes=2).state_dict()}, tmp_path / "tiny.pth")
+    with pytest.raises(ValueError, match="cannot start yolox-nano from .*tiny.pth"):
+        Trainer(tiny_config(tmp_path / "run2", weights=str(tmp_path / "tiny.pth")), TinyBoxes(), ["red", "blue"])
+
+
+def test_resume_errors(tmp_path):
+    run(tiny_config(tmp_path, epochs=1), evaluate=None)
+    with pytest.raises(ValueError, match="resume needs the same classes"):
+        Trainer(tiny_config(tmp_path), TinyBoxes(), ["a", "b", "c"], resume_from=tmp_path / "latest.pt")
+    (tmp_path / "broken.pt").write_bytes((tmp_path / "latest.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        Trainer(tiny_config(tmp_path), TinyBoxes(), ["red", "blue"], resume_from=tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Trainer(tiny_config(tmp_path, batch_size=16), TinyBoxes(), ["red", "blue"])

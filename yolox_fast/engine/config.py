@@ -1,0 +1,332 @@
+"""Every training hyperparameter in one dataclass, loadable from YAML/JSON and overridable from the CLI.
+
+Precedence, lowest first: the dataclass defaults (the official recipe) < :data:`DEMO_DEFAULTS` (only when
+no dataset is given) < the config file < the command line. Fields left ``None`` are then filled from the
+model preset by :meth:`TrainConfig.resolved` (input size, mixup, mosaic scale, ... as the official
+experiment files set them per model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models import PRESETS, canonical_name
+
+#: Training settings that the official experiment files of the small models change from the defaults
+#: (exps/default/yolox_nano.py, yolox_tiny.py): sizes 320-640 for multiscale, a milder mosaic scale, and
+#: mosaic on half of the images for nano. Input size and mixup come from ``models.PRESETS``.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "yolox-nano": {"random_size": (10, 20), "mosaic_scale": (0.5, 1.5), "mosaic_prob": 0.5},
+    "yolox-tiny": {"random_size": (10, 20), "mosaic_scale": (0.5, 1.5)},
+}
+
+#: What ``python -m yolox_fast.train`` with no dataset uses: yolox-nano on the built-in synthetic set, sized
+#: to finish in a few minutes on a 2-core CPU. The learning rate is 10x the official one: with ~1000 steps
+#: instead of ~500k, the official rate barely moves a network trained from scratch.
+DEMO_DEFAULTS: dict[str, Any] = {
+    "model": "yolox-nano",
+    "img_size": 256,
+    "epochs": 12,
+    "batch_size": 16,
+    "warmup_epochs": 1,
+    "no_aug_epochs": 2,
+    "eval_interval": 1,
+    "lr_per_image": 0.1 / 64,
+    "multiscale": False,
+    "mosaic_prob": 1.0,
+    "mosaic_scale": (0.5, 1.5),
+    "save_interval": 0,
+    "workers": 1,
+}
+
+# Field kinds for parsing values from files and the command line.
+_INT, _FLOAT, _STR, _BOOL, _INT_PAIR, _FLOAT_PAIR, _STR_LIST = "int", "float", "str", "bool", "int2", "float2", "strs"
+
+
+def _opt(default, kind: str, help: str, flag: str | None = None):
+    """A config field with its parse kind, help text and (when it differs from the name) CLI flag."""
+    return field(default=default, metadata={"kind": kind, "help": help, "flag": flag})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults are the official YOLOX recipe.
+
+    ``batch_size`` is the total over all processes; the learning rate is ``lr_per_image * batch_size``.
+    Fields set to ``None`` are filled from the model preset by :meth:`resolved`.
+    """
+
+    # -- data ------------------------------------------------------------------------------------------
+    coco_images: str | None = _opt(None, _STR, "training images folder (COCO format)")
+    coco_ann: str | None = _opt(None, _STR, "training instances json (COCO format)")
+    val_images: str | None = _opt(None, _STR, "validation images folder (COCO format)")
+    val_ann: str | None = _opt(None, _STR, "validation instances json (COCO format)")
+    yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset root: images/{train,val} and labels/{train,val}")
+    class_names: list[str] | None = _opt(None, _STR_LIST, "class names for YOLO data (else ROOT/classes.txt)")
+    data_cache: str = _opt("~/.cache/yolox_fast/synthetic", _STR, "where the built-in synthetic dataset is generated")
+    synthetic_train: int = _opt(512, _INT, "training images of the built-in synthetic dataset")
+    synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
+    synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
+    cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
+
+    # -- model -----------------------------------------------------------------------------------------
+    model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
+    weights: str | None = _opt(None, _STR, "start from these weights (official {'model': ...} or ours)")
+    simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
+    assigner_backend: str | None = _opt(None, _STR, "force an assigner backend (cuda, cpu, triton, torch, reference)")
+
+    # -- schedule and optimiser ----------------------------------------------------------------------------
+    epochs: int = _opt(300, _INT, "total epochs")
+    batch_size: int = _opt(64, _INT, "images per step, summed over all processes")
+    lr_per_image: float = _opt(0.01 / 64, _FLOAT, "learning rate per image of the batch")
+    warmup_epochs: float = _opt(5.0, _FLOAT, "quadratic warm-up epochs")
+    warmup_lr: float = _opt(0.0, _FLOAT, "learning rate at the start of the warm-up")
+    min_lr_ratio: float = _opt(0.05, _FLOAT, "cosine ends at this fraction of the base lr")
+    no_aug_epochs: int = _opt(15, _INT, "last epochs without mosaic/mixup, with the L1 loss")
+    momentum: float = _opt(0.9, _FLOAT, "SGD momentum (Nesterov)")
+    weight_decay: float = _opt(5e-4, _FLOAT, "weight decay on conv/linear weights (not norms, not biases)")
+    ema: bool = _opt(True, _BOOL, "keep an exponential moving average of the weights (evaluated and saved)")
+    ema_decay: float = _opt(0.9998, _FLOAT, "EMA decay; ramped as decay * (1 - exp(-updates / 2000))")
+    amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (ignored on the CPU)")
+
+    # -- input size ---------------------------------------------------------------------------------
+    img_size: int | None = _opt(None, _INT, "training input size (default: the model's, 416 or 640)")
+    test_size: int | None = _opt(None, _INT, "evaluation input size (default: img_size)")
+    multiscale: bool = _opt(True, _BOOL, "redraw the input size every multiscale_interval iterations")
+    multiscale_range: int = _opt(5, _INT, "sizes drawn from img_size +- range * 32")
+    random_size: tuple[int, int] | None = _opt(None, _INT_PAIR, "explicit size range in units of 32 (overrides the range)")
+    multiscale_interval: int = _opt(10, _INT, "iterations between input-size draws")
+
+    # -- augmentation -----------------------------------------------------------------------------------
+    mosaic_prob: float | None = _opt(None, _FLOAT, "probability of mosaic (default 1.0, 0.5 for nano)")
+    mixup_prob: float | None = _opt(None, _FLOAT, "probability of mixup (default 1.0, 0 for nano/tiny)")
+    hsv_prob: float = _opt(1.0, _FLOAT, "probability of HSV jitter")
+    flip_prob: float = _opt(0.5, _FLOAT, "probability of a horizontal flip")
+    degrees: float = _opt(10.0, _FLOAT, "random rotation range")
+    translate: float = _opt(0.1, _FLOAT, "random translation fraction")
+    shear: float = _opt(2.0, _FLOAT, "random shear range")
+    mosaic_scale: tuple[float, float] | None = _opt(None, _FLOAT_PAIR, "mosaic scale range (default 0.1 2.0)")
+    mixup_scale: tuple[float, float] = _opt((0.5, 1.5), _FLOAT_PAIR, "mixup scale range")
+    max_labels: int = _opt(120, _INT, "labels per image after augmentation")
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    eval_interval: int = _opt(10, _INT, "evaluate every N epochs (every epoch in the no-aug phase)")
+    test_conf: float = _opt(0.01, _FLOAT, "evaluation score threshold")
+    nms: float = _opt(0.65, _FLOAT, "evaluation NMS IoU threshold")
+    eval_batch_size: int = _opt(8, _INT, "evaluation batch size")
+
+    # -- run --------------------------------------------------------------------------------------------
+    output_dir: str | None = _opt(None, _STR, "run folder (default runs/<model>, numbered if it exists)")
+    device: str | None = _opt(None, _STR, "cuda, cuda:1 or cpu (default: cuda when available)")
+    workers: int = _opt(4, _INT, "data loader processes per training process")
+    seed: int = _opt(0, _INT, "random seed (each process adds its rank)")
+    deterministic: bool = _opt(False, _BOOL, "deterministic kernels (slower on GPUs)")
+    save_interval: int = _opt(10, _INT, "also keep epoch_N.pt every N epochs (0: off)")
+    log_interval: int = _opt(10, _INT, "iterations between log lines / progress updates")
+    progress: bool = _opt(True, _BOOL, "tqdm progress bar; --no-progress prints plain log lines")
+    tensorboard: bool = _opt(True, _BOOL, "write TensorBoard scalars")
+
+    # ----------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Defaults updated with ``values`` (see :meth:`updated`)."""
+        return cls().updated(values, source)
+
+    def updated(self, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A copy with ``values`` applied; keys may use dashes; unknown keys and bad values raise ``ValueError``."""
+        kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(self)}
+        changes = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in kinds:
+                close = difflib.get_close_matches(name, list(kinds), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{source}: unknown setting {key!r}{hint}")
+            changes[name] = _coerce(value, kinds[name], f"{source}: {key}")
+        return dataclasses.replace(self, **changes)
+
+    def has_data(self) -> bool:
+        """Whether a training set is named (otherwise the built-in synthetic one is used)."""
+        return bool(self.coco_images or self.coco_ann or self.yolo_dir)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the preset-dependent ``None`` fields filled in and every value checked."""
+        name = canonical_name(self.model)
+        preset = {**PRESETS[name], **TRAIN_PRESETS.get(name, {})}
+        cfg = dataclasses.replace(self, model=name)
+        fill = {
+            "img_size": preset["input_size"],
+            "mixup_prob": 1.0 if preset["mixup"] else 0.0,
+            "mosaic_prob": preset.get("mosaic_prob", 1.0),
+            "mosaic_scale": preset.get("mosaic_scale", (0.1, 2.0)),
+            "random_size": preset.get("random_size"),
+        }
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in fill.items() if getattr(cfg, k) is None})
+        if cfg.test_size is None:
+            cfg = dataclasses.replace(cfg, test_size=cfg.img_size)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        positive = ("epochs", "batch_size", "multiscale_interval", "eval_interval", "eval_batch_size",
+                    "log_interval", "max_labels")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("img_size", "test_size"):
+            size = getattr(self, name)
+            if size is not None and (size < 32 or size % 32):
+                raise ValueError(f"{name} must be a positive multiple of 32, got {size}")
+        for name in ("mosaic_prob", "mixup_prob", "hsv_prob", "flip_prob", "min_lr_ratio", "test_conf", "nms"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0 <= self.no_aug_epochs <= self.epochs:
+            raise ValueError(f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
+                             "(set --no-aug-epochs too when you shorten --epochs)")
+        if self.warmup_epochs < 0 or self.workers < 0 or self.save_interval < 0 or self.lr_per_image < 0:
+            raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
+        if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:
+            raise ValueError(f"random_size must be (low, high) with 1 <= low <= high, got {self.random_size}")
+        if self.simota not in ("seed", "center"):
+            raise ValueError(f"simota must be 'seed' or 'center', got {self.simota!r}")
+        if bool(self.coco_images) != bool(self.coco_ann):
+            raise ValueError("COCO data needs both coco_images and coco_ann")
+        if bool(self.val_images) != bool(self.val_ann):
+            raise ValueError("validation data needs both val_images and val_ann")
+        if self.yolo_dir and self.coco_images:
+            raise ValueError("give either COCO data (coco_images/coco_ann) or yolo_dir, not both")
+
+
+def _parse_bool(value) -> bool:
+    if isinstance(value, str):
+        low = value.lower()
+        if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(value)
+        return low in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _parse_int(value) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _parse_pair(cast):
+    def parse(value) -> tuple:
+        items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+        if len(items) != 2:
+            raise ValueError(value)
+        return (cast(items[0]), cast(items[1]))
+
+    return parse
+
+
+def _parse_names(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+_PARSERS = {_BOOL: _parse_bool, _INT: _parse_int, _FLOAT: float, _STR: str, _INT_PAIR: _parse_pair(int),
+            _FLOAT_PAIR: _parse_pair(float), _STR_LIST: _parse_names}
+_KIND_WORDS = {_INT: "an integer", _FLOAT: "a number", _STR: "a string", _BOOL: "true/false",
+               _INT_PAIR: "two integers", _FLOAT_PAIR: "two numbers", _STR_LIST: "a list of names"}
+
+
+def _coerce(value, kind: str, where: str):
+    """Parse ``value`` (from YAML/JSON or a CLI string) as ``kind``; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    try:
+        return _PARSERS[kind](value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: cannot read {value!r} as {_KIND_WORDS[kind]}") from None
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Settings from a YAML (``.yaml``/``.yml``) or JSON file, as a plain dict (validated when applied)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text)
+    except Exception as exc:
+        raise ValueError(f"cannot parse config file {path}: {exc}") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting: value, got {type(values).__name__}")
+    return values
+
+
+def save_config_file(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML (or JSON for a ``.json`` path); the file loads back with ``--config``."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# -- command line --------------------------------------------------------------------------------------
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field (``--img-size``, ``--no-progress``, ``--mosaic-scale 0.5 1.5``).
+
+    Every flag defaults to ``argparse.SUPPRESS`` so that :func:`cli_overrides` returns only what was typed.
+    """
+    group = parser.add_argument_group("training settings (also settable in --config files)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        kind, default = f.metadata["kind"], f.default
+        help_text = f"{f.metadata['help']} (default: {'auto' if default is None else _show(default)})"
+        if kind == _BOOL:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        elif kind in (_INT_PAIR, _FLOAT_PAIR):
+            group.add_argument(flag, dest=f.name, nargs=2, metavar=("LOW", "HIGH"), default=argparse.SUPPRESS,
+                               help=help_text)
+        elif kind == _STR_LIST:
+            group.add_argument(flag, dest=f.name, nargs="+", metavar="NAME", default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, metavar=f.name.upper(), default=argparse.SUPPRESS, help=help_text)
+
+
+def _show(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields typed on the command line, as a dict."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < demo defaults (when no dataset is named anywhere) < config file < command line, resolved."""
+    file_values, cli_values = file_values or {}, cli_values or {}
+    explicit = TrainConfig().updated(file_values, "config file").updated(cli_values, "command line")
+    base = TrainConfig()
+    if not explicit.has_data():
+        base = base.updated(DEMO_DEFAULTS, "demo defaults")
+    return base.updated(file_values, "config file").updated(cli_values, "command line").resolved()

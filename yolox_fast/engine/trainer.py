@@ -1,0 +1,456 @@
+"""The training loop: the official YOLOX recipe, single- or multi-process, resumable.
+
+One iteration (as the official trainer): move the batch to the device, resize it to the current
+multiscale input size, set the scheduled learning rate, forward with the loss (AMP on CUDA),
+backward through the grad scaler, step, update the EMA; every ``multiscale_interval`` iterations rank 0
+draws a new input size and broadcasts it. After each epoch: average BatchNorm statistics over ranks,
+write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, add a results.csv row.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..assigner import SimOTAAssigner
+from ..models import build_yolox, load_official_weights
+from ..models.checkpoint import read_state_dict
+from . import distributed as dist_utils
+from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from .config import TrainConfig, save_config_file
+from .distributed import DistContext
+from .ema import ModelEMA, unwrap
+from .lr_schedule import WarmCosineSchedule
+from .optim import build_optimizer
+from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
+
+#: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
+Evaluator = Callable[[torch.nn.Module], dict]
+
+SIMOTA_VARIANTS = {"seed": {"center_radius": 2.5, "candidates": "box_or_center"},
+                   "center": {"center_radius": 1.5, "candidates": "center"}}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python and NumPy from the worker's torch seed.
+
+    torch gives each worker ``base_seed + worker_id``, with ``base_seed`` drawn from the main
+    process's torch generator (saved in checkpoints), so augmentation is reproducible for a seed.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def resize_batch(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize a batch to ``size = (h, w)`` as the official multiscale training does.
+
+    ``images [B, 3, H, W]`` are resized bilinearly (``align_corners=False``); ``labels [B, N, 5]``
+    (class, cx, cy, w, h in pixels) get cx, w scaled by ``w / W`` and cy, h by ``h / H`` (zero padding
+    rows stay zero). Returns new tensors; the inputs are not modified.
+    """
+    h, w = size
+    scale_y, scale_x = h / images.shape[-2], w / images.shape[-1]
+    if scale_x == 1 and scale_y == 1:
+        return images, labels
+    images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
+    labels = labels.clone()
+    labels[..., 1::2] *= scale_x
+    labels[..., 2::2] *= scale_y
+    return images, labels
+
+
+def _no_buffer_sync_per_forward() -> dict:
+    """DDP keyword: no BatchNorm buffer broadcast before every forward (as the official trainer's
+    ``broadcast_buffers=False``); the statistics are averaged after each epoch instead. Recent torch
+    renames the option and deprecates the old name."""
+    if "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+class Trainer:
+    """Train a YOLOX on ``train_set`` with the settings of ``cfg``.
+
+    Args:
+        cfg: a resolved :class:`TrainConfig` (see :meth:`TrainConfig.resolved`).
+        train_set: the augmented training set: ``train_set[i] -> (image [3, H, W] float32 BGR 0-255,
+            labels [max_labels, 5] float32 (class, cx, cy, w, h) pixels zero-padded, image_id)``, with
+            H = W = ``cfg.img_size``; optional ``close_mosaic()`` (called for the no-aug epochs) and
+            ``set_epoch(epoch)`` (called before each epoch). Loader workers persist across epochs, so
+            these must reach them (:class:`yolox_fast.data.TrainAugmentDataset` keeps that state in
+            shared memory).
+        class_names: the C class names (C sets the head size; stored in checkpoints).
+        evaluate: ``evaluate(model) -> dict`` with at least ``"AP"`` (AP50:95), called on rank 0 with
+            the EMA model (raw model without EMA) in eval mode; None: no evaluation, no ``best.pt``.
+            Only rank 0's is used (and needed).
+        ctx: this process's place in a multi-process run (default: one process on ``cfg.device``).
+        collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default stacks.
+        resume_from: a training checkpoint to continue from (else ``cfg.weights``, if any, is loaded).
+    """
+
+    def __init__(self, cfg: TrainConfig, train_set: Dataset, class_names: Sequence[str],
+                 evaluate: Evaluator | None = None, ctx: DistContext | None = None, collate_fn=None,
+                 resume_from: str | Path | None = None):
+        if cfg.img_size is None or cfg.output_dir is None:
+            raise ValueError("Trainer needs a resolved config with an output_dir (TrainConfig.resolved())")
+        self.cfg = cfg
+        self.ctx = ctx or DistContext(device=torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        self.device = self.ctx.device
+        self.class_names = list(class_names)
+        self.train_set = train_set
+        self.evaluate = evaluate
+        # Only rank 0 needs an evaluator; every rank must agree on whether evaluations happen.
+        self.evaluates = bool(dist_utils.broadcast_object(evaluate is not None))
+        self.output_dir = Path(cfg.output_dir)
+        self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard, cfg.log_interval) \
+            if self.ctx.is_main else NullRecorder()
+        self.log = self.recorder.log
+        try:
+            self._setup(collate_fn, resume_from)
+        except BaseException:
+            self.recorder.close()
+            raise
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def _setup(self, collate_fn, resume_from) -> None:
+        cfg = self.cfg
+        if cfg.batch_size % self.ctx.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.ctx.world_size} processes")
+        self.batch_per_process = cfg.batch_size // self.ctx.world_size
+        seed_everything(cfg.seed)  # the same initial weights on every rank (the EMA copies them before DDP)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as the official trainer; one tuning per multiscale size
+
+        assigner = SimOTAAssigner(len(self.class_names), backend=cfg.assigner_backend, **SIMOTA_VARIANTS[cfg.simota])
+        model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
+        if cfg.weights and resume_from is None:
+            self._load_weights(model, cfg.weights)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(self.model, lr=cfg.warmup_lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        seed_everything(cfg.seed + self.ctx.rank)  # each rank augments its images differently
+
+        self.loader = self._build_loader(collate_fn)
+        self.iters_per_epoch = len(self.loader)
+        self.schedule = WarmCosineSchedule(cfg.lr_per_image * cfg.batch_size, self.iters_per_epoch, cfg.epochs,
+                                           cfg.warmup_epochs, cfg.no_aug_epochs, cfg.warmup_lr, cfg.min_lr_ratio)
+        self.base_size = (cfg.img_size, cfg.img_size)
+        self.input_size = self.base_size
+        self.size_rng = random.Random(cfg.seed)  # drawn on rank 0 only, then broadcast
+        self.start_epoch = 0
+        self.iteration = 0
+        self.best_ap = -1.0
+        if resume_from is not None:
+            self._resume(resume_from)
+        if self.ctx.is_distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **_no_buffer_sync_per_forward())
+
+    def _build_loader(self, collate_fn) -> DataLoader:
+        cfg = self.cfg
+        n = len(self.train_set)
+        if n == 0:
+            raise ValueError("the training set is empty")
+        # The sampler shuffles with (seed, epoch): the order of an epoch does not depend on RNG state.
+        sampler = DistributedSampler(self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+                                     shuffle=True, seed=cfg.seed)
+        if len(sampler) < self.batch_per_process:
+            raise ValueError(f"the training set has {n} images, fewer than one batch ({cfg.batch_size}); "
+                             "lower --batch-size")
+        return DataLoader(self.train_set, batch_size=self.batch_per_process, sampler=sampler,
+                          num_workers=cfg.workers, collate_fn=collate_fn, pin_memory=self.device.type == "cuda",
+                          drop_last=True, worker_init_fn=seed_worker, persistent_workers=cfg.workers > 0)
+
+    def _load_weights(self, model: torch.nn.Module, path: str) -> None:
+        """Start from ``path`` (official or ours); a different class count keeps all but the class layers."""
+        state = read_state_dict(path, prefer_ema=True)  # our checkpoints: start from the evaluated EMA weights
+        key = "head.cls_preds.0.weight"
+        own = model.state_dict()
+        if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
+            self.log(f"{path} was trained for {state[key].shape[0]} classes, this dataset has {own[key].shape[0]}: "
+                     "loading everything except the class prediction layers (head.cls_preds.*), which start fresh")
+        try:
+            load_official_weights(model, state, strict=True, allow_new_head=True)
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"cannot start {self.cfg.model} from {path}: {exc}") from exc
+        self.log(f"loaded weights from {path}")
+
+    def _resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        if list(ckpt["class_names"]) != self.class_names:
+            raise ValueError(f"{path} was trained on classes {ckpt['class_names'][:5]}... but this dataset has "
+                             f"{self.class_names[:5]}...; resume needs the same classes (start anew with --weights)")
+        if ckpt.get("model_name") not in (None, self.cfg.model):
+            raise ValueError(f"{path} holds a {ckpt['model_name']}, the config asks for {self.cfg.model}")
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            if ckpt.get("ema") is not None:
+                self.ema.ema.load_state_dict(ckpt["ema"])
+                self.ema.updates = int(ckpt["ema_updates"])
+            else:  # the run had no EMA: start the average from the resumed weights
+                self.ema = ModelEMA(self.model, self.cfg.ema_decay)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.use_amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
+        self.iteration = self.start_epoch * self.iters_per_epoch
+        if int(ckpt["iteration"]) != self.iteration:
+            self.log(f"note: {path} stopped at iteration {ckpt['iteration']}, which is {self.iteration} with the "
+                     "current batch size and dataset; the learning-rate schedule continues from the latter")
+        self.best_ap = float(ckpt.get("best_ap", -1.0))
+        self.input_size = tuple(ckpt.get("input_size", self.base_size))
+        if ckpt.get("multiscale_rng") is not None:
+            version, internal, gauss = ckpt["multiscale_rng"]
+            self.size_rng.setstate((version, tuple(internal), gauss))
+        states = ckpt.get("rng") or []
+        if len(states) == self.ctx.world_size:
+            restore_rng_state(states[self.ctx.rank])
+        else:
+            self.log(f"note: {path} was written by {len(states)} processes, this run has {self.ctx.world_size}; "
+                     "random streams are re-seeded, so augmentation will not repeat the uninterrupted run exactly")
+            seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
+        self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far "
+                 f"{max(self.best_ap, 0):.4f})")
+
+    # -- phases -----------------------------------------------------------------------------------------
+    @property
+    def no_aug_start_epoch(self) -> int:
+        """First (0-based) epoch without mosaic/mixup, with the L1 loss and evaluation every epoch.
+
+        The official trainer closes the mosaic when ``epoch + 1 == epochs - no_aug_epochs``, i.e. one
+        epoch before the learning rate goes flat, so ``no_aug_epochs + 1`` epochs run without it; this
+        trainer does the same. ``no_aug_epochs = 0`` turns the phase off.
+        """
+        if self.cfg.no_aug_epochs <= 0:
+            return self.cfg.epochs
+        return max(self.cfg.epochs - self.cfg.no_aug_epochs - 1, 0)
+
+    def _enter_epoch(self, epoch: int) -> None:
+        self.loader.sampler.set_epoch(epoch)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        if epoch >= self.no_aug_start_epoch:
+            if hasattr(self.train_set, "close_mosaic"):
+                self.train_set.close_mosaic()
+            if not unwrap(self.model).head.use_l1:
+                unwrap(self.model).head.use_l1 = True
+                self.log(f"epoch {epoch + 1}: no mosaic/mixup from now on, L1 loss on, evaluation every epoch")
+
+    def _eval_due(self, epoch: int) -> bool:
+        done = epoch + 1
+        return self.evaluates and (done % self.cfg.eval_interval == 0 or epoch >= self.no_aug_start_epoch
+                                   or done == self.cfg.epochs)
+
+    def _draw_input_size(self) -> tuple[int, int]:
+        """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
+        size = None
+        if self.ctx.is_main:
+            if self.cfg.random_size is not None:
+                low, high = self.cfg.random_size
+            else:
+                base = self.cfg.img_size // 32
+                low, high = max(base - self.cfg.multiscale_range, 1), base + self.cfg.multiscale_range
+            side = 32 * self.size_rng.randint(low, high)
+            size = (side, side)
+        return tuple(dist_utils.broadcast_object(size))
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict."""
+        images = images.to(self.device, non_blocking=True).float()
+        labels = labels.to(self.device, non_blocking=True).float()
+        images, labels = resize_batch(images, labels, self.input_size)
+        lr = self.schedule(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            losses = self.model(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total_loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.iteration += 1
+        if self.cfg.multiscale and self.iteration % self.cfg.multiscale_interval == 0:
+            self.input_size = self._draw_input_size()
+        return losses
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch; returns the epoch means of the loss terms (over all ranks) and throughput."""
+        self._enter_epoch(epoch)
+        self.model.train()
+        bar = self.recorder.start_epoch(epoch, self.cfg.epochs, self.iters_per_epoch)
+        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
+        window = torch.zeros_like(sums)
+        window_count, done = 0, 0
+        start = time.perf_counter()
+        for batch in self.loader:
+            losses = self.train_step(batch[0], batch[1])
+            # Accumulate on the device; read back (a host sync) only every log_interval iterations.
+            step_values = torch.stack([losses[k].detach().to(torch.float64) for k in LOSS_KEYS])
+            sums += step_values
+            window += step_values
+            window_count += 1
+            done += 1
+            if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
+                means = dict(zip(LOSS_KEYS, (window / window_count).tolist()))
+                if not np.isfinite(means["total_loss"]) and not self.use_amp:
+                    raise FloatingPointError(
+                        f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
+                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); last good checkpoint: "
+                        f"{self.output_dir / 'latest.pt'}")
+                elapsed = time.perf_counter() - start
+                rate = done * self.cfg.batch_size / elapsed
+                remaining = (self.cfg.epochs - epoch) * self.iters_per_epoch - done
+                lr = self.optimizer.param_groups[0]["lr"]
+                if bar is not None:
+                    bar.update(done, means, lr, rate, self.input_size[0], remaining * elapsed / done)
+                self.recorder.scalars({**means, "lr": lr}, self.iteration, "train")
+                window.zero_()
+                window_count = 0
+        elapsed = time.perf_counter() - start
+        self.recorder.end_epoch()
+        stats = dict(zip(LOSS_KEYS, (sums / max(done, 1)).tolist()))
+        stats = dist_utils.all_reduce_mean(stats, self.device)
+        stats.update(lr=self.optimizer.param_groups[0]["lr"], images_per_s=done * self.cfg.batch_size / elapsed,
+                     epoch_time_s=elapsed)
+        return stats
+
+    def _run_evaluation(self, epoch: int) -> dict | None:
+        """Evaluate on rank 0 (the others wait); every rank gets the metrics, or every rank raises."""
+        metrics, error = None, None
+        if self.ctx.is_main:
+            model = self.ema.ema if self.ema is not None else unwrap(self.model)
+            start = time.perf_counter()
+            try:
+                metrics = self.evaluate(model)
+            except Exception as exc:  # passed to the other ranks so that they do not wait forever
+                error = f"{type(exc).__name__}: {exc}"
+                if not self.ctx.is_distributed:
+                    raise
+            finally:
+                self.model.train()
+            if metrics is not None:
+                if metrics.get("table"):
+                    self.log(str(metrics["table"]))
+                self.log(f"epoch {epoch + 1}: AP {metrics['AP']:.4f}  AP50 {metrics.get('AP50', float('nan')):.4f}  "
+                         f"AP75 {metrics.get('AP75', float('nan')):.4f}  ({time.perf_counter() - start:.1f} s)")
+        summary = {k: metrics[k] for k in ("AP", "AP50", "AP75") if k in metrics} if metrics else None
+        summary, error = dist_utils.broadcast_object((summary, error))
+        if error is not None:
+            raise RuntimeError(f"evaluation failed on rank 0 after epoch {epoch + 1}: {error}")
+        return summary
+
+    def _checkpoint(self, epochs_done: int, ap: float | None) -> dict:
+        """The checkpoint dict (collective: every rank contributes its RNG state)."""
+        rng_states = dist_utils.all_gather_object(capture_rng_state())
+        version, internal, gauss = self.size_rng.getstate()
+        return {
+            "format": FORMAT,
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.ema.state_dict() if self.ema is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else {},
+            "epoch": epochs_done,
+            "iteration": self.iteration,
+            "best_ap": self.best_ap,
+            "ap": ap,
+            "input_size": list(self.input_size),
+            "multiscale_rng": (version, list(internal), gauss),
+            "config": self.cfg.to_dict(),
+            "class_names": self.class_names,
+            "model_name": self.cfg.model,
+            "rng": rng_states,
+        }
+
+    def _save(self, epoch: int, ap: float | None, is_best: bool) -> None:
+        state = self._checkpoint(epoch + 1, ap)
+        if self.ctx.is_main:
+            latest = self.output_dir / "latest.pt"
+            save_checkpoint(state, latest)
+            if is_best:
+                copy_checkpoint(latest, self.output_dir / "best.pt")
+            if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:
+                copy_checkpoint(latest, self.output_dir / f"epoch_{epoch + 1}.pt")
+
+    def fit(self, stop_after_epoch: int | None = None) -> dict:
+        """Train from ``start_epoch`` to ``cfg.epochs`` (or stop after epoch ``stop_after_epoch``, 1-based).
+
+        Returns ``{"best_ap", "last_metrics", "epochs_done", "output_dir", "checkpoint", "best_checkpoint",
+        "results_csv", "plot"}``.
+        """
+        cfg = self.cfg
+        if self.ctx.is_main:
+            save_config_file(cfg, self.output_dir / "config.yaml")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.log(f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
+                 f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
+                 f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
+                 f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
+                 f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
+                 f"output {self.output_dir}")
+        last_metrics = None
+        epoch = self.start_epoch - 1
+        for epoch in range(self.start_epoch, cfg.epochs):
+            stats = self.train_epoch(epoch)
+            dist_utils.all_reduce_norm_buffers(unwrap(self.model))
+            if self.ema is not None:
+                dist_utils.all_reduce_norm_buffers(self.ema.ema)
+            self._save(epoch, None, False)  # a crash during evaluation loses nothing
+            metrics = None
+            if self._eval_due(epoch):
+                metrics = self._run_evaluation(epoch)
+                is_best = metrics["AP"] > self.best_ap
+                self.best_ap = max(self.best_ap, metrics["AP"])
+                self._save(epoch, metrics["AP"], is_best)
+                last_metrics = metrics
+            self.recorder.write_row({"epoch": epoch + 1, **stats, **(metrics or {})})
+            self.recorder.scalars(metrics or {}, epoch + 1, "val")
+            self.log(f"epoch {epoch + 1}/{cfg.epochs} done in {format_duration(stats['epoch_time_s'])}: loss "
+                     f"{stats['total_loss']:.3f}, {stats['images_per_s']:.1f} img/s"
+                     + (f", AP {metrics['AP']:.4f} (best {self.best_ap:.4f})" if metrics else ""))
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+        dist_utils.barrier()
+        plot = self.recorder.plot()
+        best = self.output_dir / "best.pt"
+        result = {
+            "best_ap": self.best_ap if self.best_ap >= 0 else None,
+            "last_metrics": last_metrics,
+            "epochs_done": epoch + 1,
+            "output_dir": self.output_dir,
+            "checkpoint": self.output_dir / "latest.pt",
+            "best_checkpoint": best if best.is_file() else None,
+            "results_csv": self.recorder.csv_path,
+            "plot": plot,
+        }
+        return result
+
+    def close(self) -> None:
+        self.recorder.close()

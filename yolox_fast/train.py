@@ -1,0 +1,207 @@
+"""``python -m yolox_fast.train``: train a YOLOX (official recipe) on COCO- or YOLO-format data.
+
+Examples::
+
+    python -m yolox_fast.train                       # built-in synthetic dataset, yolox-nano, CPU, minutes
+    python -m yolox_fast.train --coco-images train2017 --coco-ann instances_train2017.json \\
+        --val-images val2017 --val-ann instances_val2017.json --model yolox-s --batch-size 64
+    python -m yolox_fast.train --yolo-dir my_data --model yolox-tiny --weights yolox_tiny.pth --epochs 50
+    python -m yolox_fast.train --resume runs/yolox-s              # continue a stopped run
+    torchrun --nproc_per_node 8 -m yolox_fast.train --config my_run.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .engine import distributed as dist_utils
+from .engine.checkpoint import find_latest_run, load_checkpoint, resolve_resume_path
+from .engine.config import TrainConfig, add_config_arguments, build_config, cli_overrides, load_config_file
+from .engine.trainer import Trainer
+
+RUNS_ROOT = Path("runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m yolox_fast.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train YOLOX with the official recipe. With no dataset argument, trains yolox-nano on a "
+                    "built-in synthetic dataset (a few minutes on a CPU).", epilog=__doc__.split("Examples::")[1])
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings (command-line flags win)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
+                        help="continue a run from a checkpoint or run folder (alone: the newest runs/*/latest.pt)")
+    parser.add_argument("--stop-after-epoch", type=int, metavar="N",
+                        help="stop after epoch N (the schedule still runs to --epochs; resume later)")
+    add_config_arguments(parser)
+    return parser
+
+
+def next_free_dir(base: Path) -> Path:
+    """``base`` if it holds no run yet, else ``base-2``, ``base-3``, ..."""
+    candidate, n = base, 1
+    while (candidate / "latest.pt").exists() or (candidate / "config.yaml").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
+    """The run's config and the checkpoint to resume from (None for a new run)."""
+    file_values = load_config_file(args.config) if args.config else {}
+    cli_values = cli_overrides(args)
+    resume_path = None
+    if args.resume:
+        resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
+        # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
+        saved = load_checkpoint(resume_path)["config"]
+        file_values = {**saved, **file_values, "output_dir": str(resume_path.parent)}
+    cfg = build_config(file_values, cli_values)
+    return cfg, resume_path
+
+
+def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
+    """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``.
+
+    No dataset in ``cfg``: the built-in synthetic one (generated once into ``cfg.data_cache``). YOLO
+    data: ``yolo_dir/images/train`` (labels in ``labels/train``), validation from ``images/val`` if
+    present, converted to a COCO json in the run folder for pycocotools.
+    """
+    from .data import COCODetection, YOLODetection
+
+    if not cfg.has_data():
+        from .data import make_synthetic_dataset
+
+        root = Path(cfg.data_cache).expanduser()
+        if ctx.is_main:
+            log(f"no dataset given: using the built-in synthetic dataset in {root}")
+        # One process generates, the others wait for its answer and then read the files.
+        info = dist_utils.broadcast_object(
+            make_synthetic_dataset(root, num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
+                                   image_size=cfg.synthetic_size) if ctx.is_main else None)
+        cfg = cfg.updated({"coco_images": str(info["train_images"]), "coco_ann": str(info["train_ann"]),
+                           "val_images": str(info["val_images"]), "val_ann": str(info["val_ann"])})
+    if cfg.coco_images:
+        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
+        val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
+        return cfg, train, list(train.class_names), val
+    root = Path(cfg.yolo_dir).expanduser()
+    train_dir = first_existing(root, YOLO_TRAIN_DIRS)
+    if train_dir is None:
+        raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
+                                f"{', '.join(YOLO_TRAIN_DIRS)} (labels in the matching labels/ folder)")
+    train = YOLODetection(train_dir, class_names=cfg.class_names, cache_images=cfg.cache_images)
+    val_dir = first_existing(root, YOLO_VAL_DIRS)
+    val = None
+    if val_dir is not None:
+        ann = Path(cfg.output_dir) / "val_coco.json"
+        if ctx.is_main:  # pycocotools evaluates against a COCO json: write the validation labels as one
+            val_set = YOLODetection(val_dir, class_names=list(train.class_names))
+            ann.parent.mkdir(parents=True, exist_ok=True)
+            ann.write_text(json.dumps(val_set.to_coco_dict()))
+        dist_utils.barrier()
+        val = (str(val_dir), str(ann))
+    return cfg, train, list(train.class_names), val
+
+
+YOLO_TRAIN_DIRS = ("images/train", "train/images")
+YOLO_VAL_DIRS = ("images/val", "val/images", "valid/images")
+
+
+def first_existing(root: Path, candidates) -> Path | None:
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return None
+
+
+def make_evaluator(cfg: TrainConfig, val, class_names, device, ctx: dist_utils.DistContext):
+    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None.
+
+    The :class:`~yolox_fast.evaluation.coco.COCOEvaluator` is built once, so a missing validation image
+    or a class-count mismatch fails before the first epoch, not after it.
+    """
+    if val is None or not ctx.is_main:
+        return None
+    from .evaluation.coco import COCOEvaluator
+
+    evaluator = COCOEvaluator(val[0], val[1], img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
+                              batch_size=cfg.eval_batch_size, class_names=class_names, progress=cfg.progress)
+    return lambda model: evaluator.evaluate(model, device)
+
+
+def make_train_set(cfg: TrainConfig, base):
+    """The augmented training set (mosaic, mixup, HSV, flip, affine) with the config's settings."""
+    from .data import TrainAugmentDataset
+
+    return TrainAugmentDataset(
+        base, input_size=(cfg.img_size, cfg.img_size), mosaic=True, mosaic_prob=cfg.mosaic_prob,
+        mixup_prob=cfg.mixup_prob, hsv_prob=cfg.hsv_prob, flip_prob=cfg.flip_prob, degrees=cfg.degrees,
+        translate=cfg.translate, mosaic_scale=cfg.mosaic_scale, mixup_scale=cfg.mixup_scale, shear=cfg.shear,
+        max_labels=cfg.max_labels, seed=cfg.seed)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, train, print where the results are; returns :meth:`Trainer.fit`'s summary."""
+    args = build_parser().parse_args(argv)
+    cfg, resume_path = make_config(args)
+    ctx = dist_utils.setup_distributed(cfg.device)
+    trainer = None
+    try:
+        if cfg.output_dir is None:
+            default = RUNS_ROOT / (cfg.model if cfg.has_data() else f"synthetic-{cfg.model}")
+            chosen = str(next_free_dir(default)) if ctx.is_main else None
+            cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
+        cfg, base, class_names, val = prepare_data(cfg, ctx)
+        from .data import collate
+
+        trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
+                          evaluate=make_evaluator(cfg, val, class_names, ctx.device, ctx), ctx=ctx,
+                          collate_fn=collate, resume_from=resume_path)
+        if val is None:
+            trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
+        try:
+            result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
+        except KeyboardInterrupt:
+            trainer.log(f"interrupted; continue with: python -m yolox_fast.train --resume {cfg.output_dir}")
+            raise
+        if ctx.is_main:
+            print_summary(result)
+        return result
+    finally:
+        if trainer is not None:
+            trainer.close()
+        dist_utils.cleanup_distributed()
+
+
+def print_summary(result: dict) -> None:
+    lines = ["", f"done: {result['epochs_done']} epochs"]
+    if result["best_ap"] is not None:
+        last = result["last_metrics"] or {}
+        lines.append(f"  best AP50:95 {result['best_ap']:.4f}; last AP50:95 {last.get('AP', float('nan')):.4f}, "
+                     f"AP50 {last.get('AP50', float('nan')):.4f}")
+    lines.append(f"  checkpoint: {result['checkpoint']}")
+    if result["best_checkpoint"]:
+        lines.append(f"  best:       {result['best_checkpoint']}")
+    lines.append(f"  results:    {result['results_csv']}")
+    if result["plot"]:
+        lines.append(f"  plot:       {result['plot']}")
+    lines.append(f"  tensorboard --logdir {Path(result['output_dir']) / 'tensorboard'}")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
+        print(f"yolox_fast.train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
