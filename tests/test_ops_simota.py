@@ -142,16 +142,18 @@ def test_inputs_are_non_trivial():
 
 
 @needs_ext
-def test_cpu_op_threads():
-    """The C++ op's parallel phases give the same answer on 1, 2 and 3 threads."""
-    batch = random_simota_batch(3, 40, 80, 8400, seed=30)
-    outs = []
-    for n in (1, 2, 3):
-        torch.set_num_threads(n)
-        outs.append(run("cpu", batch, SEED))
-    torch.set_num_threads(1)
-    for out in outs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(out, outs[0]))
+@pytest.mark.parametrize("shape", [(3, 40, 80, 8400), (1, 500, 4, 8400)], ids=["image-parallel", "phase-parallel"])
+def test_cpu_op_threads(shape):
+    """The C++ op on 1, 2 and 3 threads: image by image (B >= threads), and phase by phase with
+    each phase parallel over blocks / GTs (fewer images than threads, much work)."""
+    batch = random_simota_batch(*shape, seed=30, fill=1.0)
+    ref = reference.simota_assign(*batch, SEED)
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert_same(run("cpu", batch, SEED), ref, f"{n} threads")
+    finally:
+        torch.set_num_threads(1)
 
 
 @needs_ext

@@ -69,9 +69,10 @@ void sigmoid(const float* x, float* out, int64_t n) {
 }
 
 float bce_sum(const float* logits, int64_t num_classes, float sig_obj, float* max_logit) {
-  // sum_c log1p(-p_c) as the log of products of (1 - p_c) in double: 1 - p is exact in double, 16
-  // factors >= 2^-24 per lane cannot underflow, and one 4-lane double log per 64 classes replaces
-  // 64 float log1p calls (Sleef's log1p dominated the profile). The result is the sum rounded once.
+  // sum_c log1p(-p_c) as the log of products of (1 - p_c) in double: 1 - p is exact in double, 40
+  // factors >= 2^-24 per lane cannot underflow (2^-960 > 2^-1022), and one 4-lane double log per
+  // 160 classes replaces 160 float log1p calls (Sleef's log1p dominated the profile). The result
+  // is the sum rounded once.
   // p == 1 (log1p = -inf, clamped to -100 by PyTorch) counts 100 and contributes factor 1.
   using VecD = at::vec::Vectorized<double>;
   const Vec so(sig_obj), zero(0.0f), one(1.0f);
@@ -90,7 +91,7 @@ float bce_sum(const float* logits, int64_t num_classes, float sig_obj, float* ma
     mx = Vec::set(mx, at::vec::maximum(mx, l), r);
     prod_lo = prod_lo * (one_d - VecD(_mm256_cvtps_pd(_mm256_castps256_ps128(pm))));
     prod_hi = prod_hi * (one_d - VecD(_mm256_cvtps_pd(_mm256_extractf128_ps(pm, 1))));
-    if (++groups == 8) {
+    if (++groups == 20) {
       logsum = logsum + (prod_lo * prod_hi).log();
       prod_lo = one_d, prod_hi = one_d, groups = 0;
     }
@@ -152,6 +153,72 @@ void gt_ious(const ScanArgs& a, float* out) {
   }
 }
 
+// The geometry / candidate tests of simota_math.h on 8 anchors (same float operations).
+inline void geometry_vec(const AnchorArgs& a, int64_t u, int64_t r, Vec& candidate, Vec& geometry) {
+  const Vec x = Vec::loadu(a.ax + u, r), y = Vec::loadu(a.ay + u, r), rad = Vec::loadu(a.ar + u, r), zero(0.0f);
+  const Vec cx(a.cx), cy(a.cy);
+  const Vec in_center = ((x - (cx - rad)) > zero) & ((y - (cy - rad)) > zero) & (((cx + rad) - x) > zero) &
+                        (((cy + rad) - y) > zero);
+  if (a.center_only) {
+    candidate = geometry = in_center;
+    return;
+  }
+  const float hw = 0.5f * a.w, hh = 0.5f * a.h;
+  const Vec in_box = ((x - Vec(a.cx - hw)) > zero) & ((y - Vec(a.cy - hh)) > zero) & ((Vec(a.cx + hw) - x) > zero) &
+                     ((Vec(a.cy + hh) - y) > zero);
+  candidate = in_center | in_box;
+  geometry = in_center & in_box;
+}
+
+inline int lane_bits(const Vec& mask, int64_t r) {
+  return _mm256_movemask_ps(mask) & ((1 << r) - 1);
+}
+
+void mark_flags(const AnchorArgs& a, int64_t n, float* cand, float* geo) {
+  const Vec one(1.0f);
+  for (int64_t u = 0; u < n; u += kW) {
+    const int64_t r = n - u < kW ? n - u : kW;
+    Vec c, g;
+    geometry_vec(a, u, r, c, g);
+    (Vec::loadu(cand + u, r) | (c & one)).store(cand + u, r);
+    (Vec::loadu(geo + u, r) | (g & one)).store(geo + u, r);
+  }
+}
+
+int64_t geometry_indices(const AnchorArgs& a, int64_t n, int32_t base, int32_t* out) {
+  int64_t m = 0;
+  for (int64_t u = 0; u < n; u += kW) {
+    const int64_t r = n - u < kW ? n - u : kW;
+    Vec c, g;
+    geometry_vec(a, u, r, c, g);
+    for (int bits = lane_bits(g, r); bits; bits &= bits - 1) out[m++] = base + static_cast<int32_t>(u + __builtin_ctz(bits));
+  }
+  return m;
+}
+
+int64_t positive_indices(const float* x, int64_t n, int32_t base, int32_t* out) {
+  int64_t m = 0;
+  const Vec zero(0.0f);
+  for (int64_t u = 0; u < n; u += kW) {
+    const int64_t r = n - u < kW ? n - u : kW;
+    for (int bits = lane_bits(Vec::loadu(x + u, r) > zero, r); bits; bits &= bits - 1)
+      out[m++] = base + static_cast<int32_t>(u + __builtin_ctz(bits));
+  }
+  return m;
+}
+
+int64_t reachable_indices(const float* bound, const float* iou, float bar, int64_t n, int32_t base, int32_t* out) {
+  int64_t m = 0;
+  const Vec zero(0.0f), vbar(bar);
+  for (int64_t u = 0; u < n; u += kW) {
+    const int64_t r = n - u < kW ? n - u : kW;
+    const Vec pass = (Vec::loadu(bound + u, r) <= vbar) & (Vec::loadu(iou + u, r) == zero);
+    for (int bits = lane_bits(pass, r); bits; bits &= bits - 1)
+      out[m++] = base + static_cast<int32_t>(u + __builtin_ctz(bits));
+  }
+  return m;
+}
+
 inline Vec cost_vec(const Vec& logit, const Vec& so, const Vec& s, const Vec& iou, const Vec& notgeo, float penalty) {
   const Vec p = (vsigmoid(logit) * so).sqrt();
   const Vec l1 = neg_clamped((Vec(0.0f) - p).log1p());
@@ -173,7 +240,8 @@ void pair_costs(int64_t n, const float* logit, const float* sig_obj, const float
   }
 }
 
-const Loops kLoops{"avx2", &sigmoid, &bce_sum, &top_ious, &gt_ious, &pair_costs};
+const Loops kLoops{"avx2",      &sigmoid,          &bce_sum,          &top_ious,          &gt_ious,
+                   &mark_flags, &geometry_indices, &positive_indices, &reachable_indices, &pair_costs};
 
 }  // namespace avx2
 }  // namespace simota_cpu

@@ -22,6 +22,13 @@ struct ScanArgs {
   float cx, cy, w, h;                           // the GT, cx, cy, w, h
 };
 
+// One GT against a run of n anchors (pointers already offset to the first anchor).
+struct AnchorArgs {
+  const float *ax, *ay, *ar;  // anchor centre x, y; centre-square half side
+  float cx, cy, w, h;         // the GT
+  bool center_only;           // variant: centre square only
+};
+
 struct Loops {
   const char* name;
   // out[i] = sigmoid(x[i]) = 1 / (1 + exp(-x[i]))
@@ -34,6 +41,16 @@ struct Loops {
   int (*top_ious)(const ScanArgs& args, float* top);
   // iou[u] = IoU(GT, pred u) * cand[u] for every anchor
   void (*gt_ious)(const ScanArgs& args, float* iou);
+  // cand[u] = 1 where (GT, u) is a candidate pair, geo[u] = 1 where it passes the geometry test
+  // (both stay as they are elsewhere: flags are 1.0f / 0.0f), u < n
+  void (*mark_flags)(const AnchorArgs& args, int64_t n, float* cand, float* geo);
+  // Appends base + u for the anchors u < n that pass the geometry test; returns how many.
+  int64_t (*geometry_indices)(const AnchorArgs& args, int64_t n, int32_t base, int32_t* out);
+  // Appends base + u for u < n with x[u] > 0; returns how many.
+  int64_t (*positive_indices)(const float* x, int64_t n, int32_t base, int32_t* out);
+  // Appends base + u for u < n with bound[u] <= bar and iou[u] == 0 (a NaN bound never passes).
+  int64_t (*reachable_indices)(const float* bound, const float* iou, float bar, int64_t n, int32_t base,
+                               int32_t* out);
   // cost[i] of n pairs from their class logit, sigmoid(obj), S_u, IoU and geometry flag
   // (simota::pair_cost: ((S - L1(p)) + Lp(p)) + 3 * (-log(iou + 1e-8)) + penalty * !geo)
   void (*pair_costs)(int64_t n, const float* logit, const float* sig_obj, const float* s_u, const float* iou,
