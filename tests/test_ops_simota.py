@@ -79,6 +79,7 @@ SMALL = [  # (B, G, C, A)
     (16, 6, 4, 336),
     (6, 25, 80, 1344),
     (3, 60, 7, 2100),
+    (2, 5, 300, 336),  # many classes: several BCE-sum groups per anchor
 ]
 
 
@@ -293,7 +294,8 @@ def test_every_anchor_penalised(variant):
         gt_mask=torch.tensor([[True]]),
     )
     pred = batch.pred_boxes.clone()
-    pred[0, :, :2] = torch.tensor([100.0, 60.0]) + torch.randn(pred.shape[1], 2, generator=torch.Generator().manual_seed(0))
+    jitter = torch.randn(pred.shape[1], 2, generator=torch.Generator().manual_seed(0))
+    pred[0, :, :2] = torch.tensor([100.0, 60.0]) + jitter
     pred[0, :, 2:] = 1.5
     batch = batch._replace(pred_boxes=pred)
     ref = check_all(batch, VARIANTS[variant])
@@ -552,6 +554,8 @@ def test_cuda_no_host_sync_and_opcheck():
     try:
         for name in ("cuda", "torch"):
             simota.simota_assign(*batch, SEED, backend=name)
+        res = SimOTAAssigner(80).assign(*batch)  # validate=True: shape checks only on a GPU
+        res.num_fg.sum()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     small = random_simota_batch(2, 5, 4, 336, seed=26).to("cuda")

@@ -4,8 +4,9 @@
 // run-time check in simota_kernel.cpp. It includes only at::vec and the shared math, and defines its
 // functions in an ISA-named namespace, so no inline function of another file gets an AVX2 copy.
 //
-// Why: on a 2-core EPYC, 8-lane Sleef exp/log1p/log make the per-anchor BCE sums and the fallback
-// pair costs about 3-4x faster than the scalar libm loops (measured in benchmarks/bench_assign.py).
+// Why: measured on the 2-core EPYC dev machine (one thread, B=8, A=8400, C=80, seed variant), the
+// whole op takes 19 ms of CPU time at G=120 and 1.4 ms at G=10 with these loops, against 90 ms and
+// 7.1 ms with the scalar libm ones (ATEN_CPU_CAPABILITY=default).
 #include "simota_loops.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \

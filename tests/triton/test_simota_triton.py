@@ -139,4 +139,4 @@ def test_no_host_sync_and_compile():
         return simota.simota_assign(*args, SEED, backend="triton")
 
     out = torch.compile(f, fullgraph=True)(*batch)
-    assert all(torch.equal(a, b) for a, b in zip(out, ref))
+    assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))

@@ -96,8 +96,9 @@ def random_simota_batch(
     grids, strides = anchor_grid(sizes, (8, 16, 32)[: len(sizes)])
     a = grids.shape[0]
     centers = (grids + 0.5) * strides[:, None]
-    img_w = float(max(w * s for (_, w), s in zip(sizes, (8, 16, 32))))
-    img_h = float(max(h * s for (h, _), s in zip(sizes, (8, 16, 32))))
+    level_strides = (8, 16, 32)[: len(sizes)]
+    img_w = float(max(w * s for (_, w), s in zip(sizes, level_strides, strict=True)))
+    img_h = float(max(h * s for (h, _), s in zip(sizes, level_strides, strict=True)))
     scale = torch.tensor([img_w, img_h])
 
     # GTs: log-uniform sizes from 2 px to 60% of the image, aspect ratio 1:3 to 3:1.
@@ -108,7 +109,8 @@ def random_simota_batch(
     gt_mask = torch.zeros(batch, g, dtype=torch.bool)
     for b in range(batch):
         gt_mask[b, torch.randperm(g, generator=gen)[: int(n_real[b])]] = True
-    side = torch.exp(torch.log(torch.tensor(2.0)) + rand(batch, g) * (torch.log(0.6 * scale.min()) - torch.log(torch.tensor(2.0))))
+    lo, hi = torch.log(torch.tensor(2.0)), torch.log(0.6 * scale.min())
+    side = torch.exp(lo + rand(batch, g) * (hi - lo))
     aspect = torch.exp((rand(batch, g) * 2 - 1) * 1.1)
     wh = torch.stack([side * aspect.sqrt(), side / aspect.sqrt()], dim=-1)
     xy = rand(batch, g, 2) * scale

@@ -58,10 +58,11 @@ def simota_assign_torch(
     b, a = pred_boxes.shape[:2]
     g = gt_boxes.shape[1]
     device = pred_boxes.device
-    fg_empty = torch.zeros((b, a), dtype=torch.bool, device=device)
     if g == 0 or a == 0 or b == 0:
-        return fg_empty, torch.full((b, a), -1, dtype=torch.long, device=device), torch.zeros(
-            (b, a), dtype=torch.float32, device=device
+        return (
+            torch.zeros((b, a), dtype=torch.bool, device=device),
+            torch.full((b, a), -1, dtype=torch.long, device=device),
+            torch.zeros((b, a), dtype=torch.float32, device=device),
         )
 
     with torch.autocast(device_type=device.type, enabled=False):
@@ -74,7 +75,9 @@ def simota_assign_torch(
 
         # Candidate tests, as reference.candidate_masks ("min of four deltas > 0" == "all four > 0").
         radius = center_radius * strides.float()[None, None, :]  # [1, 1, A]
-        in_center = (x - (cx - radius) > 0) & (y - (cy - radius) > 0) & ((cx + radius) - x > 0) & ((cy + radius) - y > 0)
+        in_center = (x - (cx - radius) > 0) & (y - (cy - radius) > 0) & ((cx + radius) - x > 0) & (
+            (cy + radius) - y > 0
+        )
         in_center &= valid
         if center_only:
             geometry = in_center
@@ -115,7 +118,8 @@ def simota_assign_torch(
         # Classification cost through the per-anchor BCE sum.
         p = (cls_logits.float().sigmoid() * obj_logits.float().reshape(b, a, 1).sigmoid()).sqrt()  # [B, A, C]
         s_u = F.binary_cross_entropy(p, torch.zeros_like(p), reduction="none").sum(-1)  # [B, A]
-        idx = gt_classes.long().clamp(0, p.shape[-1] - 1)[:, None, :].expand(b, a, g)
+        # padding rows may hold any class id; a real GT's must be valid (gather checks it)
+        idx = torch.where(gt_mask, gt_classes.long(), 0)[:, None, :].expand(b, a, g)
         p_g = torch.gather(p, 2, idx).transpose(1, 2)  # [B, G, A]
         del p
         l1 = -(torch.log1p(-p_g).clamp(min=-100.0))
