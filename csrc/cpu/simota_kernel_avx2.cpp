@@ -16,6 +16,7 @@
 
 #ifdef YF_SIMOTA_AVX2
 #pragma GCC diagnostic ignored "-Wunknown-pragmas"  // at::vec's `#pragma unroll`
+#pragma GCC diagnostic ignored "-Wpsabi"  // __m256 returns of at::vec's inline helpers, all inside this file
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
