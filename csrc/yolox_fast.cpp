@@ -9,6 +9,16 @@ TORCH_LIBRARY(yolox_fast, m) {
   // IoU of every box of boxes1 [N, 4] with every box of boxes2 [M, 4] -> [N, M].
   // xyxy=false: boxes are cx, cy, w, h; true: x1, y1, x2, y2.
   m.def("pairwise_iou(Tensor boxes1, Tensor boxes2, bool xyxy) -> Tensor");
+  // SimOTA label assignment of a padded batch (yolox_fast/ops/reference.py: simota_assign).
+  // pred_boxes [B, A, 4] cx, cy, w, h; cls_logits [B, A, C]; obj_logits [B, A, 1]; grids [A, 2];
+  // strides [A]; gt_boxes [B, G, 4] cx, cy, w, h; gt_classes [B, G] int; gt_mask [B, G] bool (False =
+  // padding). center_only=false: the seed variant (candidates in box OR centre square, geometry =
+  // both), true: the 2023 one (centre square only). Returns fg_mask [B, A] bool, matched_gt [B, A]
+  // int64 (index into G, -1 background), matched_iou [B, A] float32 (0 background).
+  m.def(
+      "simota_assign(Tensor pred_boxes, Tensor cls_logits, Tensor obj_logits, Tensor grids, Tensor strides, "
+      "Tensor gt_boxes, Tensor gt_classes, Tensor gt_mask, float center_radius, bool center_only, float penalty) "
+      "-> (Tensor fg_mask, Tensor matched_gt, Tensor matched_iou)");
 }
 
 // A Python module so that `import yolox_fast._C` loads the library and registers the operators.
