@@ -246,3 +246,50 @@ def test_torch_compile():
     with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
         compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
         assert torch.equal(compiled(boxes, scores, idxs), f(boxes, scores, idxs))
+
+
+# --------------------------------------------------------------------------------------------------
+# CUDA (scripts/gpu_check.sh runs these on a GPU machine)
+# --------------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not _extension.cuda_built(),
+                                reason="needs a CUDA GPU and yolox_fast._C built with CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("n,num_cat", [(0, 1), (1, 1), (300, 3), (5000, 80), (20000, 80)])
+def test_cuda_matches_cpu_and_torchvision(n, num_cat):
+    boxes, scores = random_boxes(n, scale=1000, seed=n), random_scores(n, seed=n)
+    idxs = torch.randint(0, num_cat, (n,), generator=torch.Generator().manual_seed(n))
+    expected = batched_nms(boxes, scores, idxs, 0.5)
+    keep = batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5, backend="cuda")
+    assert keep.device.type == "cuda"
+    assert_same_keep(keep.cpu(), expected, scores)
+    assert_same_keep(nms(boxes.cuda(), scores.cuda(), 0.5, backend="cuda").cpu(), nms(boxes, scores, 0.5), scores)
+    if torchvision is not None:
+        assert_same_keep(keep.cpu(), torchvision.ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+                         scores)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_edge_cases():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0]], device="cuda").repeat(7, 1)
+    assert nms(boxes, torch.full((7,), 0.5, device="cuda"), 0.5, backend="cuda").tolist() == [0]
+    at = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]], device="cuda")  # IoU exactly 0.5
+    assert nms(at, torch.tensor([0.9, 0.8], device="cuda"), 0.5, backend="cuda").tolist() == [0, 1]
+    assert nms(at, torch.tensor([0.9, 0.8], device="cuda"), 0.49, backend="cuda").tolist() == [0]
+    with pytest.raises(ValueError, match="NaN"):
+        nms(at, torch.tensor([0.9, float("nan")], device="cuda"), 0.5, backend="cuda")
+    b16 = random_boxes(500, scale=300, seed=3, dtype=torch.float16)
+    s16 = random_scores(500, seed=3, dtype=torch.float16)
+    assert_same_keep(nms(b16.cuda(), s16.cuda(), 0.5, backend="cuda").cpu(), reference.nms(b16, s16, 0.5), s16)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_opcheck():
+    boxes, scores = random_boxes(64, scale=200, seed=29).cuda(), random_scores(64, seed=29).cuda()
+    torch.library.opcheck(torch.ops.yolox_fast.batched_nms.default, (boxes, scores, torch.randint(0, 3, (64,)).cuda(),
+                                                                     0.5))
