@@ -19,6 +19,10 @@
 #include <limits>
 #include <tuple>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../common/postprocess_math.h"
 #include "nms_cpu.h"
 
@@ -43,8 +47,9 @@ struct Params {
   int64_t class_of(uint32_t s) const { return agnostic ? s % C : s / A; }
 };
 
-// Largest of v[0, n) ignoring NaN (-inf when n == 0). Eight independent `x > m ? x : m` chains: the
-// form the compiler turns into packed max instructions; the candidate check below handles NaN.
+// Largest of v[0, n) ignoring NaN (-inf when n == 0); the candidate check below handles NaN. Eight
+// independent `x > m ? x : m` chains (the compiler vectorises the float32 case on its own only with
+// -ffast-math, so x86-64 gets explicit SSE2 below).
 template <typename scalar_t>
 inline at::opmath_type<scalar_t> row_max(const scalar_t* v, int64_t n) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -66,6 +71,31 @@ inline at::opmath_type<scalar_t> row_max(const scalar_t* v, int64_t n) {
   }
   return r;
 }
+
+#if defined(__SSE2__)
+// float32, 16 classes per step with SSE2 (every x86-64 CPU has it). maxps(x, m) = x > m ? x : m, the
+// scalar rule above. Measured on the 2-core dev VM (YOLOX-Nano predictions, B=8, A=8400, C=80, one
+// thread): the scalar loop took 1.24 ms for the batch at conf 0.25, a full-batch `sum` 0.42 ms.
+template <>
+inline float row_max<float>(const float* v, int64_t n) {
+  const __m128 ninf = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+  __m128 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    m0 = _mm_max_ps(_mm_loadu_ps(v + c), m0);
+    m1 = _mm_max_ps(_mm_loadu_ps(v + c + 4), m1);
+    m2 = _mm_max_ps(_mm_loadu_ps(v + c + 8), m2);
+    m3 = _mm_max_ps(_mm_loadu_ps(v + c + 12), m3);
+  }
+  for (; c + 4 <= n; c += 4) m0 = _mm_max_ps(_mm_loadu_ps(v + c), m0);
+  m0 = _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3));
+  m0 = _mm_max_ps(m0, _mm_movehl_ps(m0, m0));
+  m0 = _mm_max_ss(m0, _mm_shuffle_ps(m0, m0, 1));
+  float r = _mm_cvtss_f32(m0);
+  for (; c < n; ++c) r = v[c] > r ? v[c] : r;
+  return r;
+}
+#endif
 
 // torch.max(dim=1) on one row of class scores (sigmoid applied first when raw): the first index of the
 // maximum, or -1 when the row holds a NaN (torch.max then returns NaN, and a NaN score fails the
