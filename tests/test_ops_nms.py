@@ -157,6 +157,22 @@ def test_huge_coordinates(backend, scale):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_finite_coordinates(backend):
+    # NaN or infinite corners make an area NaN or inf: such IoUs are NaN or 0 and never suppress
+    boxes = random_boxes(120, scale=100, seed=37)
+    boxes[5, 0] = float("nan")
+    boxes[17, 2] = float("inf")
+    boxes[30] = torch.tensor([float("-inf"), 0.0, float("inf"), 50.0])
+    boxes[41, 1] = float("-inf")
+    boxes[52] = torch.tensor([float("inf"), 0.0, float("inf"), 10.0])
+    scores = random_scores(120, seed=37)
+    idxs = torch.randint(0, 2, (120,), generator=torch.Generator().manual_seed(37))
+    assert torch.equal(nms(boxes, scores, 0.3, backend=backend), reference.nms(boxes, scores, 0.3))
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.3, backend=backend),
+                       reference.batched_nms(boxes, scores, idxs, 0.3))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_other_dtypes(backend, dtype):
     boxes = random_boxes(300, scale=300, seed=13, dtype=dtype)

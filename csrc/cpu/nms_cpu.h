@@ -6,6 +6,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../common/box_math.h"
 #include "../common/postprocess_math.h"
 
@@ -58,13 +62,42 @@ struct BoxArrays {
   }
 };
 
+// Whether any of the kept boxes [j, j + 8) has IoU > thr with box b (box_iou_nms, kept box first).
+// x86-64: SSE2, 4 IoUs per instruction. Each intrinsic is the exact IEEE op of the scalar formula:
+// minps(a, b) = a < b ? a : b, maxps(a, b) = a > b ? a : b, andnot(w < 0, w) = w < 0 ? 0 : w.
+// Measured (20,000 boxes, 80 classes, one thread): GCC left the scalar block unvectorised.
+inline bool any_above8(const float* kx1, const float* ky1, const float* kx2, const float* ky2, const float* ka,
+                       float bx1, float by1, float bx2, float by2, float ba, float thr) {
+#if defined(__SSE2__)
+  const __m128 vx1 = _mm_set1_ps(bx1), vy1 = _mm_set1_ps(by1), vx2 = _mm_set1_ps(bx2), vy2 = _mm_set1_ps(by2);
+  const __m128 va = _mm_set1_ps(ba), vt = _mm_set1_ps(thr), zero = _mm_setzero_ps();
+  int hit = 0;
+  for (int h = 0; h < 8; h += 4) {
+    __m128 w = _mm_sub_ps(_mm_min_ps(_mm_loadu_ps(kx2 + h), vx2), _mm_max_ps(_mm_loadu_ps(kx1 + h), vx1));
+    __m128 ht = _mm_sub_ps(_mm_min_ps(_mm_loadu_ps(ky2 + h), vy2), _mm_max_ps(_mm_loadu_ps(ky1 + h), vy1));
+    w = _mm_andnot_ps(_mm_cmplt_ps(w, zero), w);
+    ht = _mm_andnot_ps(_mm_cmplt_ps(ht, zero), ht);
+    const __m128 inter = _mm_mul_ps(w, ht);
+    const __m128 iou = _mm_div_ps(inter, _mm_sub_ps(_mm_add_ps(_mm_loadu_ps(ka + h), va), inter));
+    hit |= _mm_movemask_ps(_mm_cmpgt_ps(iou, vt));
+  }
+  return hit != 0;
+#else
+  bool any = false;
+  for (int t = 0; t < 8; ++t) {
+    any |= box_iou_nms<float>(kx1[t], ky1[t], kx2[t], ky2[t], ka[t], bx1, by1, bx2, by2, ba) > thr;
+  }
+  return any;
+#endif
+}
+
 // Greedy NMS over boxes [0, n) of `in`, already in priority order: a box is kept unless a kept box has
 // IoU > thr with it. Writes kept positions to `kept` in order and returns how many; stops at `limit`.
 //
 // Sorted greedy with early exit: each box is tested only against the boxes kept so far, and only until
 // the first one that suppresses it (usually one of the first: the best boxes suppress most). Torchvision's
 // loop instead tests every kept box against all later boxes. The kept boxes are copied into `kept_boxes`
-// (contiguous arrays) and tested 8 at a time without branches so the compiler vectorises the IoUs.
+// (contiguous arrays) and tested 8 at a time (any_above8).
 inline int64_t greedy_nms(const BoxArrays& in, int64_t n, float thr, int64_t limit, BoxArrays& kept_boxes,
                           int64_t* kept) {
   constexpr int64_t kBlock = 8;
@@ -80,13 +113,7 @@ inline int64_t greedy_nms(const BoxArrays& in, int64_t n, float thr, int64_t lim
     bool suppressed = false;
     int64_t j = 0;
     for (; j + kBlock <= nk; j += kBlock) {
-      bool any = false;
-      for (int64_t t = 0; t < kBlock; ++t) {
-        const float iou = box_iou_nms<float>(kx1[j + t], ky1[j + t], kx2[j + t], ky2[j + t], ka[j + t], bx1, by1,
-                                             bx2, by2, ba);
-        any |= iou > thr;
-      }
-      if (any) {
+      if (any_above8(kx1 + j, ky1 + j, kx2 + j, ky2 + j, ka + j, bx1, by1, bx2, by2, ba, thr)) {
         suppressed = true;
         break;
       }
