@@ -36,7 +36,10 @@ def _round(x, DT: tl.constexpr, ACC: tl.constexpr):
 
 @triton.jit
 def _sigmoid(x, DT: tl.constexpr, ACC: tl.constexpr):
-    return _round(tl.math.div_rn(tl.full(x.shape, 1.0, ACC), 1.0 + tl.exp(-x)), DT, ACC)
+    if ACC == tl.float64:  # float64 division is always IEEE; div_rn is float32-only
+        return _round(1.0 / (1.0 + tl.exp(-x)), DT, ACC)
+    else:
+        return _round(tl.math.div_rn(tl.full(x.shape, 1.0, ACC), 1.0 + tl.exp(-x)), DT, ACC)
 
 
 @triton.jit

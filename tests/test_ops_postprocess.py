@@ -151,6 +151,31 @@ def test_thousand_classes(backend):
     assert ref[0][:, 6].max() > 500
 
 
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_thirty_thousand_candidates(agnostic):
+    # 1280 x 1280 input (33,600 anchors), ~30,000 candidates: too many for the reference's Python NMS,
+    # so the official function with torchvision's NMS judges (rows compared as sets: ties may differ).
+    tv = pytest.importorskip("torchvision")
+    if not _extension.extension_loaded():
+        pytest.skip("yolox_fast._C is not built")
+    pred = make_prediction(batch=1, size=1280, hot=3000, seed=16)
+    score = pred[..., 4] * pred[..., 5:].max(-1).values
+    conf = float(score.flatten().kthvalue(score.numel() - 30_000).values)
+    (det,) = postprocess(pred, 80, conf, 0.5, agnostic, backend="cpu")
+    boxes = reference.box_cxcywh_to_xyxy(pred[0, :, :4])
+    cls_conf, cls_id = pred[0, :, 5:].max(1)
+    keep = score[0] >= conf
+    cand = torch.cat([boxes, pred[0, :, 4:5], cls_conf[:, None], cls_id[:, None].float()], 1)[keep]
+    assert cand.shape[0] >= 30_000
+    s = cand[:, 4] * cand[:, 5]
+    idx = tv.ops.nms(cand[:, :4], s, 0.5) if agnostic else tv.ops.batched_nms(cand[:, :4], s, cand[:, 6], 0.5)
+    expected = cand[idx]
+    assert det.shape == expected.shape
+    assert sorted(map(tuple, det.tolist())) == sorted(map(tuple, expected.tolist()))
+    got = det[:, 4] * det[:, 5]
+    assert bool((got[1:] <= got[:-1]).all())
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_thresholds_are_inclusive_and_strict(backend):
     # score exactly at conf_thre is a candidate; IoU exactly at nms_thre does not suppress
@@ -287,9 +312,13 @@ def test_bad_arguments():
         postprocess(pred, 80, backend="cuda")
 
 
-def test_backend_choice():
+def test_backend_choice(monkeypatch):
     name, _ = backends.choose("postprocess", "cpu")
     assert name == ("cpu" if _extension.extension_loaded() else "torch")
+    monkeypatch.setenv("YOLOX_FAST_BACKEND", "torch")
+    assert backends.choose("postprocess", "cpu")[0] == "torch"
+    pred = make_prediction(batch=1, size=64, num_classes=4, hot=5)
+    assert_same_detections(postprocess(pred, 4, 0.05), reference.postprocess(pred, 4, 0.05))
 
 
 # --------------------------------------------------------------------------------------------------
