@@ -130,3 +130,56 @@ def test_nms_edge_cases():
     assert nms(at, torch.tensor([0.9, 0.8], device=DEVICE), 0.5, backend="triton").tolist() == [0, 1]
     with pytest.raises(ValueError, match="NaN"):
         nms(at, torch.tensor([0.9, float("nan")], device=DEVICE), 0.5, backend="triton")
+
+
+_COMPILE_SCRIPT = r"""
+import sys
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from yolox_fast.kernels import nms as k
+
+dtype, raw, multi = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+acc = tl.float64 if dtype == "fp64" else tl.float32
+p, f = "*" + dtype, "*fp32"
+kernels = [
+    (k._score_kernel, dict(pred_ptr=p, conf_ptr="*" + ("fp64" if dtype == "fp64" else "fp32"), keys_ptr="*i64",
+                           label_ptr="*i32", A="i32", S="i32", C="i32", L="i32"),
+     dict(RAW=raw, MULTI=multi, AGNOSTIC=False, ACC=acc, BLOCK_R=32, BLOCK_C=128)),
+    (k._gather_kernel, dict(pred_ptr=p, grids_ptr=f, strides_ptr=f, order_ptr="*i32", label_ptr="*i32",
+                            n_ptr="*i64", boxes_ptr=f, cls_ptr="*i64", anchor_ptr="*i32", A="i32", S="i32",
+                            C="i32", L="i32", cap="i32"),
+     dict(RAW=raw, MULTI=multi, AGNOSTIC=True, ACC=acc, BLOCK=128)),
+    (k._rows_kernel, dict(pred_ptr=p, grids_ptr=f, strides_ptr=f, keep_ptr="*i32", count_ptr="*i64",
+                          cls_ptr="*i64", anchor_ptr="*i32", out_ptr=p, A="i32", S="i32", cap="i32", limit="i32",
+                          M="i32"),
+     dict(RAW=raw, ACC=acc, BLOCK=64)),
+    (k._nms_mask_kernel, dict(boxes_ptr=f, cls_ptr="*i64", n_ptr="*i64", mask_ptr="*i64", cap="i32",
+                              words="i32", thr="fp32"), dict(HAS_CLS=True, TILE_=k.TILE)),
+    (k._nms_reduce_kernel, dict(mask_ptr="*i64", n_ptr="*i64", keep_ptr="*i32", count_ptr="*i64", cap="i32",
+                                words="i32", limit="i32"), dict(BLOCK_W=256, TILE_=k.TILE)),
+]
+for fn, sig, const in kernels:
+    sig = {**sig, **{name: "constexpr" for name in const}}
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=GPUTarget("cuda", 90, 32),
+                   options={"enable_fp_fusion": False})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,raw,multi", [("fp32", False, False), ("fp16", True, True), ("fp64", True, False)])
+def test_kernels_compile_for_hopper(dtype, raw, multi):
+    """The interpreter runs the kernels with NumPy and misses compile errors (dtype rules of tl.math,
+    control flow): compile every kernel for sm_90 too, which needs no GPU. In a separate process,
+    because TRITON_INTERPRET=1 replaces triton.jit in this one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, dtype, str(int(raw)), str(int(multi))], env=env,
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
