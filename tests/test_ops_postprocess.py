@@ -366,8 +366,9 @@ def test_yolox_nano_dog():
     img, _ = preprocess(read_image(DATA / "images" / "dog.jpg"), 416)
     x = img[None]
     with torch.no_grad():
-        pred = model(x)
-        raw, sizes = model.head.forward_raw(model.backbone(x))
+        features = model.backbone(x)
+        pred = model.head(features)  # what model(x) returns in eval mode
+        raw, sizes = model.head.forward_raw(features)
     grids, strides = model.head.grids(sizes, raw.device)
 
     ref = reference.postprocess(pred, 80, 0.3, 0.3, class_agnostic=True)
