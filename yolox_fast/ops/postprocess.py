@@ -31,6 +31,12 @@ Options beyond the official function (each backend implements all of them):
   (a NaN class score never passes; the others still may);
 * ``pre_nms_topk``: only the best ``k`` candidates of each image (in the output order) enter NMS;
 * ``max_det``: at most this many detections per image, the best ones.
+
+GPU notes (CUDA and Triton backends): the fixed-size form never synchronises with the host; its NMS
+bitmask holds ``B x cap x cap / 8`` bytes with ``cap = pre_nms_topk`` or, without it, every candidate slot
+(``A``, or ``A x C`` multi-label), and asks for ``pre_nms_topk`` beyond 4 GiB (multi-label at 640 needs
+it). The list form sizes it from the actual candidate count (it synchronises anyway). With float64
+predictions, class-aware ties between different classes come out in anchor order on the GPU.
 """
 
 from __future__ import annotations
