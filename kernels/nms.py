@@ -25,6 +25,7 @@ from torch.library import triton_op, wrap_triton
 
 TILE = 64
 INVALID_KEY = -(2**63)
+MAX_MASK_BYTES = 4 << 30  # as the CUDA backend
 _NO_FUSION = {"enable_fp_fusion": False}
 
 
@@ -252,6 +253,10 @@ def launch_nms(boxes: torch.Tensor, cls: torch.Tensor | None, n_valid: torch.Ten
     ``count[g]`` valid) and ``count [G]`` int64."""
     g = boxes.shape[0]
     words = triton.cdiv(cap, TILE)
+    if g * cap * words * 8 > MAX_MASK_BYTES:
+        raise RuntimeError(f"NMS on the GPU would need a {g * cap * words * 8 >> 20} MiB suppression mask for "
+                           f"{g} x {cap} candidate boxes; lower the candidate count (pre_nms_topk, a higher "
+                           "conf_thre, or max_det=None for the list output, which sizes it from the actual count)")
     keep = torch.zeros((g, max(limit, 1)), dtype=torch.int32, device=boxes.device)
     count = torch.zeros((g,), dtype=torch.int64, device=boxes.device)
     if cap == 0 or limit == 0:
