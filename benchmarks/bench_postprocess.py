@@ -2,6 +2,7 @@
 
     python -m pytest benchmarks/bench_postprocess.py --benchmark-only            # CPU groups (2 threads)
     python -m pytest benchmarks/bench_postprocess.py --benchmark-only -m gpu     # GPU groups only
+    BENCH_THREADS=1 python -m pytest benchmarks/bench_postprocess.py --benchmark-only   # one thread
 
 Groups (pytest-benchmark ``group``):
 
@@ -23,6 +24,7 @@ profiler sees during one call (allocations by the C++ op's own std::vectors are 
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 from functools import cache
@@ -40,7 +42,9 @@ except ImportError:
     torchvision = None
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-THREADS = 2
+# 2 intra-op threads as the issue asks; BENCH_THREADS=1 gives steadier numbers on a shared, loaded machine,
+# where every 2-thread parallel region (PyTorch's own included) can wait a scheduler tick for its partner.
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 NUM_CLASSES = 80
 torch.set_num_threads(THREADS)
 
