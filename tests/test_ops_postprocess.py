@@ -239,6 +239,28 @@ def test_raw_input_fused_decode(backend, agnostic):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("conf", [0.001, 0.25, 0.9, 0.999])
+def test_raw_objectness_near_the_threshold(backend, dtype, conf):
+    # The CPU kernel skips rows on the objectness logit before any exp: rows around logit(conf) must
+    # still come out exactly as the reference's sigmoid-then-compare decides.
+    n = 201
+    logit = torch.logit(torch.tensor(conf, dtype=torch.float64)) + (torch.arange(n, dtype=torch.float64) - 100) * 2e-3
+    raw = torch.zeros(1, n, 6, dtype=torch.float64)
+    raw[0, :, 0] = torch.arange(n) * 10.0  # far apart: nothing suppressed (grids 0, stride 1)
+    raw[0, :, 4] = logit
+    raw[0, :, 5] = 30.0  # class score sigmoid(30) = 1
+    raw = raw.to(dtype)
+    grids, strides = torch.zeros(n, 2), torch.ones(n)
+    (ref,) = reference.postprocess(reference.decode_outputs(raw, grids, strides), 1, conf, 0.5)
+    (out,) = postprocess(raw, 1, conf, 0.5, grids=grids, strides=strides, backend=backend)
+    assert ref is not None and out.shape == ref.shape
+    assert torch.equal(out[:, 4], ref[:, 4])
+    if dtype != torch.bfloat16:  # bfloat16(0.999) == 1.0: then every row passes
+        assert ref.shape[0] < n
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_raw_input_half(backend):
     raw, grids, strides = make_prediction(batch=2, seed=10, raw=True, dtype=torch.float16)
     ref = reference.postprocess(reference.decode_outputs(raw, grids, strides), 80, 0.01, 0.45)
