@@ -118,6 +118,38 @@ inline int64_t class_argmax(const scalar_t* v, int64_t n, at::opmath_type<scalar
   return idx;
 }
 
+#if defined(__SSE2__)
+// The same for decoded float32 rows, 4 classes per instruction: 1876 passing rows x 80 classes at
+// conf 0.001 made the scalar loop a visible part of the batch time.
+template <>
+inline int64_t class_argmax<float, false>(const float* v, int64_t n, float& best) {
+  __m128 vmax = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+  int nan = 0;
+  int64_t c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const __m128 x = _mm_loadu_ps(v + c);
+    nan |= _mm_movemask_ps(_mm_cmpunord_ps(x, x));
+    vmax = _mm_max_ps(x, vmax);
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, vmax);
+  for (int k = 0; k < 4; ++k) m = lanes[k] > m ? lanes[k] : m;
+  for (; c < n; ++c) {
+    if (std::isnan(v[c])) return -1;
+    m = v[c] > m ? v[c] : m;
+  }
+  if (nan || n == 0) return -1;
+  for (int64_t k = 0; k < n; ++k) {  // first index of the maximum (torch.max)
+    if (v[k] == m) {
+      best = m;
+      return k;
+    }
+  }
+  return -1;  // unreachable: m is one of the values
+}
+#endif
+
 template <typename scalar_t>
 struct Workspace {
   using acc_t = at::opmath_type<scalar_t>;
