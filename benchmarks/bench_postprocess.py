@@ -156,9 +156,21 @@ def peak_tensor_bytes(fn) -> int:
     return peak
 
 
+@cache
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores visible)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_info(benchmark, fn, **extra):
     benchmark.extra_info.update(
-        device=platform.processor() or platform.machine(),
+        device=cpu_name(),
         threads=torch.get_num_threads(),
         peak_tensor_mb=round(peak_tensor_bytes(fn) / 2**20, 2),
         process_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
