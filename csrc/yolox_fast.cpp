@@ -19,6 +19,20 @@ TORCH_LIBRARY(yolox_fast, m) {
       "simota_assign(Tensor pred_boxes, Tensor cls_logits, Tensor obj_logits, Tensor grids, Tensor strides, "
       "Tensor gt_boxes, Tensor gt_classes, Tensor gt_mask, float center_radius, bool center_only, float penalty) "
       "-> (Tensor fg_mask, Tensor matched_gt, Tensor matched_iou)");
+
+  // --- postprocess (yolox_fast/ops/nms.py, yolox_fast/ops/postprocess.py) ---
+  // Greedy NMS with torchvision's semantics: boxes [N, 4] x1, y1, x2, y2, scores [N] -> kept indices
+  // int64 [K] by decreasing score; suppressed when IoU > iou_threshold (float32 IoU and threshold).
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  // nms within each category of idxs [N] (integer) independently.
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // Fused score filter + NMS over the head output [B, A, 5 + C] (decoded, or raw logits when grids [A, 2]
+  // and strides [A] are given) -> (detections [B, M, 7] rows x1, y1, x2, y2, obj, cls_conf, cls_id by
+  // decreasing score, zero padded; counts [B] int64). M = max_det, or the largest count when max_det <= 0.
+  // pre_nms_topk <= 0: no top-k.
+  m.def(
+      "postprocess(Tensor prediction, int num_classes, float conf_thre, float nms_thre, bool class_agnostic, "
+      "bool multi_label, int pre_nms_topk, int max_det, Tensor? grids, Tensor? strides) -> (Tensor, Tensor)");
 }
 
 // A Python module so that `import yolox_fast._C` loads the library and registers the operators.
