@@ -145,7 +145,7 @@ class SimOTAAssigner:
         """
         if validate:
             self.validate(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-                          values=pred_boxes.device.type == "cpu")
+                          values=getattr(pred_boxes, "device", None) == torch.device("cpu"))
         from .ops.simota import simota_assign  # the dispatching wrapper
 
         fg, matched, iou = simota_assign(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes,
