@@ -9,6 +9,30 @@ TORCH_LIBRARY(yolox_fast, m) {
   // IoU of every box of boxes1 [N, 4] with every box of boxes2 [M, 4] -> [N, M].
   // xyxy=false: boxes are cx, cy, w, h; true: x1, y1, x2, y2.
   m.def("pairwise_iou(Tensor boxes1, Tensor boxes2, bool xyxy) -> Tensor");
+  // SimOTA label assignment of a padded batch (yolox_fast/ops/reference.py: simota_assign).
+  // pred_boxes [B, A, 4] cx, cy, w, h; cls_logits [B, A, C]; obj_logits [B, A, 1]; grids [A, 2];
+  // strides [A]; gt_boxes [B, G, 4] cx, cy, w, h; gt_classes [B, G] int; gt_mask [B, G] bool (False =
+  // padding). center_only=false: the seed variant (candidates in box OR centre square, geometry =
+  // both), true: the 2023 one (centre square only). Returns fg_mask [B, A] bool, matched_gt [B, A]
+  // int64 (index into G, -1 background), matched_iou [B, A] float32 (0 background).
+  m.def(
+      "simota_assign(Tensor pred_boxes, Tensor cls_logits, Tensor obj_logits, Tensor grids, Tensor strides, "
+      "Tensor gt_boxes, Tensor gt_classes, Tensor gt_mask, float center_radius, bool center_only, float penalty) "
+      "-> (Tensor fg_mask, Tensor matched_gt, Tensor matched_iou)");
+
+  // --- postprocess (yolox_fast/ops/nms.py, yolox_fast/ops/postprocess.py) ---
+  // Greedy NMS with torchvision's semantics: boxes [N, 4] x1, y1, x2, y2, scores [N] -> kept indices
+  // int64 [K] by decreasing score; suppressed when IoU > iou_threshold (float32 IoU and threshold).
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  // nms within each category of idxs [N] (integer) independently.
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // Fused score filter + NMS over the head output [B, A, 5 + C] (decoded, or raw logits when grids [A, 2]
+  // and strides [A] are given) -> (detections [B, M, 7] rows x1, y1, x2, y2, obj, cls_conf, cls_id by
+  // decreasing score, zero padded; counts [B] int64). M = max_det, or the largest count when max_det <= 0.
+  // pre_nms_topk <= 0: no top-k.
+  m.def(
+      "postprocess(Tensor prediction, int num_classes, float conf_thre, float nms_thre, bool class_agnostic, "
+      "bool multi_label, int pre_nms_topk, int max_det, Tensor? grids, Tensor? strides) -> (Tensor, Tensor)");
 }
 
 // A Python module so that `import yolox_fast._C` loads the library and registers the operators.

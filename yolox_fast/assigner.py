@@ -70,8 +70,13 @@ class SimOTAAssigner:
                 f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r})")
 
     # ------------------------------------------------------------------------------------------
-    def validate(self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask) -> None:
-        """Raise ``ValueError`` naming the first argument that is malformed."""
+    def validate(self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
+                 values: bool = True) -> None:
+        """Raise ``ValueError`` naming the first argument that is malformed.
+
+        ``values=False`` skips the checks that read the data (class ids in range, finite GT boxes),
+        which cost a host sync on a GPU.
+        """
         _check_tensor("pred_boxes", pred_boxes, 3, 4)
         _check_tensor("cls_logits", cls_logits, 3)
         _check_tensor("obj_logits", obj_logits, 3, 1)
@@ -108,7 +113,7 @@ class SimOTAAssigner:
                 raise ValueError(f"{name} is on {t.device} but pred_boxes is on {device}")
         # Data checks: one reduction each, only over real GTs. (These sync; they are cheap next to
         # the assignment and catch the corrupt labels that otherwise poison training silently.)
-        if g:
+        if g and values:
             bad_cls = gt_mask & ((gt_classes < 0) | (gt_classes >= self.num_classes))
             if bool(bad_cls.any()):
                 bi, gi = bad_cls.nonzero()[0].tolist()
@@ -131,13 +136,16 @@ class SimOTAAssigner:
             gt_boxes: ``[B, G, 4]`` cx, cy, w, h in input pixels.
             gt_classes: ``[B, G]`` integer class ids in ``[0, C)``.
             gt_mask: ``[B, G]`` bool, False for padding rows.
-            validate: check shapes, devices and values first (costs a host sync for the value checks).
+            validate: check shapes and devices first, and on the CPU also the values (class ids in
+                range, finite GT boxes). On a GPU the value checks would cost a host sync, so they
+                are left to the ops there (the CUDA op asserts class ids on the device).
 
         Returns:
             :class:`AssignResult`.
         """
         if validate:
-            self.validate(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask)
+            self.validate(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
+                          values=getattr(pred_boxes, "device", None) == torch.device("cpu"))
         from .ops.simota import simota_assign  # the dispatching wrapper
 
         fg, matched, iou = simota_assign(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes,

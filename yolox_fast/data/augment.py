@@ -19,7 +19,8 @@ With ``seed=None`` every call draws fresh OS entropy (not reproducible).
 
 The mutable state (epoch, mosaic on/off, input size) lives in a small shared-memory tensor, so that
 ``set_epoch``, ``close_mosaic`` and ``input_size = ...`` also reach DataLoader workers started earlier
-(``persistent_workers=True``). Items already prefetched keep the old values, so change the input size
+(``persistent_workers=True``); the other attributes (probabilities, ranges) are copied into the workers
+when they start. Items already prefetched keep the old values, so change the input size
 only between epochs, or do multiscale the current official way: keep the dataset at the base size
 and resize each batch (``F.interpolate`` of the images, labels scaled) in the training loop.
 """
@@ -132,18 +133,18 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator of item ``index`` in the current epoch."""
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The generator of item ``index`` in ``epoch`` (default: the current one); fresh entropy without a seed."""
         if self.seed is None:
             return np.random.default_rng()
-        return np.random.default_rng([self.seed, self.epoch, index])
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
 
     # -- items ----------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         index = int(index)
         epoch, mosaic_on, h, w = self._state.tolist()
         size = (h, w)
-        rng = np.random.default_rng() if self.seed is None else np.random.default_rng([self.seed, epoch, index])
+        rng = self.rng(index, epoch)
         if mosaic_on and rng.random() < self.mosaic_prob:
             img, targets, image_id = self._mosaic(index, rng, size)
             if len(targets) and len(self._with_boxes) and rng.random() < self.mixup_prob:

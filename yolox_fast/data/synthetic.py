@@ -1,12 +1,13 @@
 """The built-in synthetic detection dataset: coloured shapes on textured backgrounds, in COCO format.
 
-Five classes (:data:`SHAPE_CLASSES`) drawn with random colours, sizes (20-40 % of the image side) and
-rotations, 1-4 per image, on smooth colour gradients with clutter lines and pixel noise; the shape,
-not the colour, tells the class. Small enough for yolox-nano to learn on a CPU in minutes.
+Five classes (:data:`SHAPE_CLASSES`), 1-4 per image, with random sizes (20-40 % of the image side),
+rotations, saturation and brightness, on muted textured backgrounds (smooth colour gradients, clutter
+lines and arcs, pixel noise). Each class has its own shape and its own hue band (:data:`CLASS_HUES`,
+jittered): the colour cue is what lets yolox-nano learn the classes on a CPU within minutes.
 
 Layout under ``root`` (one folder per parameter set, so different sizes never overwrite each other)::
 
-    root/shapes_v1_seed0_train512_val128_320x320/
+    root/shapes_v3_seed0_train512_val128_320x320/
         train/000001.jpg ...   val/000001.jpg ...
         annotations/instances_train.json   annotations/instances_val.json
         manifest.json          written last: the parameters; its presence marks the folder complete
@@ -28,7 +29,9 @@ import cv2
 import numpy as np
 
 SHAPE_CLASSES = ["circle", "square", "triangle", "cross", "star"]
-GENERATOR_VERSION = 1  # bump when the drawing changes, so cached folders are not reused
+#: OpenCV hue (0-180) at the centre of each class's colour band: red, orange, green, blue, purple.
+CLASS_HUES = [0, 22, 60, 108, 145]
+GENERATOR_VERSION = 3  # bump when the drawing changes, so cached folders are not reused
 _SPLIT_CODES = {"train": 0, "val": 1}
 _JPEG_QUALITY = 92
 
@@ -70,12 +73,12 @@ def _shape_mask(shape: str, size: float, angle: float, center, image_hw) -> np.n
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth random colour field, clutter lines and arcs, and pixel noise: float32 ``[h, w, 3]``."""
-    base = rng.uniform(50, 200, 3)
-    coarse = rng.normal(0, 35, (4, 4, 3)).astype(np.float32)
+    base = (rng.uniform(60, 190) + rng.normal(0, 12, 3)).astype(np.float32)  # a grey with a slight tint
+    coarse = rng.normal(0, 22, (4, 4, 3)).astype(np.float32)
     img = base + cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     clutter = np.zeros((h, w, 3), dtype=np.float32)
     for _ in range(int(rng.integers(3, 9))):
-        colour = tuple(float(v) for v in rng.normal(0, 40, 3))
+        colour = tuple(float(v) for v in rng.normal(0, 30, 3))
         p1 = tuple(int(v) for v in rng.integers(0, (w, h)))
         if rng.random() < 0.5:
             p2 = tuple(int(v) for v in rng.integers(0, (w, h)))
@@ -84,7 +87,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             axes = tuple(int(v) for v in rng.integers(5, max(6, min(h, w) // 4), 2))
             cv2.ellipse(clutter, p1, axes, float(rng.uniform(0, 180)), 0, float(rng.uniform(90, 300)), colour,
                         int(rng.integers(1, 3)), cv2.LINE_AA)
-    img += clutter + rng.normal(0, rng.uniform(3, 12), (h, w, 3))
+    img += clutter + rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(rng.uniform(3, 12))
     return img
 
 
@@ -111,18 +114,20 @@ def render_image(seed: int, split: str, index: int, image_size: tuple[int, int])
         for _attempt in range(20):
             center = rng.uniform((size / 2, size / 2), (w - size / 2, h - size / 2))
             mask = _shape_mask(SHAPE_CLASSES[cls], size, angle, center, (h, w))
-            ys, xs = np.nonzero(mask >= 128)  # the box of the pixels at least half covered
-            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            box = cv2.boundingRect((mask >= 128).astype(np.uint8))  # the pixels at least half covered
+            box = (box[0], box[1], box[0] + box[2], box[1] + box[3])
             if all(_box_overlap(box, other) < 0.2 for other in boxes):
                 break
         else:
             continue  # no room left in this image
-        hue = int(rng.integers(0, 180))
-        sat, val = int(rng.integers(140, 256)), int(rng.integers(120, 256))
+        hue = (CLASS_HUES[cls] + int(rng.integers(-8, 9))) % 180
+        sat, val = int(rng.integers(150, 256)), int(rng.integers(140, 256))
         colour = cv2.cvtColor(np.uint8([[[hue, sat, val]]]), cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
-        alpha = (mask.astype(np.float32) / 255.0)[..., None]
-        shading = rng.normal(0, 6, (h, w, 3)).astype(np.float32)
-        img = img * (1 - alpha) + (colour + shading) * alpha
+        x, y, bw, bh = cv2.boundingRect(mask)  # every covered pixel, anti-aliased edge included
+        alpha = (mask[y:y + bh, x:x + bw].astype(np.float32) / 255.0)[..., None]
+        shading = rng.standard_normal((bh, bw, 3), dtype=np.float32) * np.float32(6)
+        roi = img[y:y + bh, x:x + bw]
+        roi[:] = roi * (1 - alpha) + (colour + shading) * alpha
         boxes.append(box)
         area = float(np.count_nonzero(mask >= 128))
         objects.append((cls, [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])], area))

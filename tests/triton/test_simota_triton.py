@@ -1,0 +1,142 @@
+"""The Triton SimOTA kernels (kernels/simota.py) against the reference.
+
+Runs on a CUDA GPU, or on the CPU in Triton's interpreter: ``TRITON_INTERPRET=1 python -m pytest
+tests/triton`` (its own process: the variable must be set before triton is imported). Interpreted
+shapes stay small; the GPU also runs the big ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+    pytest.skip(
+        "Triton kernels need a CUDA GPU, or the interpreter: TRITON_INTERPRET=1 python -m pytest tests/triton",
+        allow_module_level=True,
+    )
+pytest.importorskip("triton")
+
+from yolox_fast.ops import backends, reference, simota  # noqa: E402
+from yolox_fast.ops.reference import CENTER, SEED  # noqa: E402
+from yolox_fast.ops.simota_inputs import SimOTABatch, random_simota_batch  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cpu" if INTERPRET else "cuda"
+VARIANTS = {"seed": SEED, "center": CENTER}
+gpu_only = pytest.mark.skipif(INTERPRET, reason="big shapes only on a GPU (the interpreter is slow)")
+
+
+def check(batch, variant, where: str = ""):
+    ref = reference.simota_assign(*batch, variant)
+    fg, gt, iou = (t.cpu() for t in simota.simota_assign(*batch.to(DEVICE), variant, backend="triton"))
+    bad = (fg != ref[0]) | (gt != ref[1])
+    assert not bad.any(), f"{where}: {int(bad.sum())} anchors differ, first {bad.nonzero()[0].tolist()}"
+    assert (iou - ref[2]).abs().max() <= 1e-6 if iou.numel() else True
+    return ref
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("shape", [(2, 5, 4, 84), (3, 7, 5, 300), (1, 30, 3, 336)],
+                         ids=lambda s: "B{}-G{}-C{}-A{}".format(*s))
+def test_random(shape, variant):
+    check(random_simota_batch(*shape, seed=sum(shape)), VARIANTS[variant], str(shape))
+
+
+def test_random_more_classes():
+    check(random_simota_batch(2, 12, 20, 1344, seed=3), SEED)
+
+
+@gpu_only
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("shape", [(4, 30, 80, 8400), (16, 50, 80, 8400), (2, 120, 80, 8400), (1, 20, 80, 33600),
+                                   (2, 500, 8, 2100)], ids=lambda s: "B{}-G{}-C{}-A{}".format(*s))
+def test_random_gpu(shape, variant):
+    check(random_simota_batch(*shape, seed=sum(shape)), VARIANTS[variant], str(shape))
+
+
+def test_no_gt_and_padding_images():
+    check(random_simota_batch(2, 0, 3, 84, seed=1), SEED, "no GT")
+    batch = random_simota_batch(3, 4, 3, 84, seed=2)
+    mask = batch.gt_mask.clone()
+    mask[1] = False
+    ref = check(batch._replace(gt_mask=mask), CENTER, "padding image")
+    assert not ref[0][1].any()
+
+
+def test_tiny_and_outside_gts():
+    batch = random_simota_batch(1, 4, 3, 336, seed=4, fill=1.0)
+    boxes = torch.tensor([[[102.0, 62.0, 1.0, 1.0], [-400.0, -400.0, 3.0, 3.0], [-10.0, 50.0, 40.0, 30.0],
+                           [60.0, 60.0, 50.0, 40.0]]])
+    batch = batch._replace(gt_boxes=boxes, gt_mask=torch.ones(1, 4, dtype=torch.bool))
+    for variant in VARIANTS.values():
+        check(batch, variant, variant.candidates)
+
+
+def test_ties_duplicate_gts_and_equal_costs():
+    a = 336
+    base = random_simota_batch(2, 4, 3, a, seed=5)
+    batch = base._replace(
+        pred_boxes=torch.tensor([60.0, 50.0, 30.0, 40.0]).expand(2, a, 4).clone(),
+        cls_logits=torch.full((2, a, 3), -1.0),
+        obj_logits=torch.zeros(2, a, 1),
+        gt_boxes=torch.tensor([[[60.0, 50.0, 32.0, 40.0], [60.0, 50.0, 32.0, 40.0], [10.1, 90.3, 0.5, 0.5],
+                                [62.0, 49.0, 28.0, 44.0]]]).expand(2, 4, 4).clone(),
+        gt_classes=torch.tensor([[0, 0, 2, 0]]).expand(2, 4).clone(),
+        gt_mask=torch.tensor([[True, True, True, True], [True, False, True, True]]),
+    )
+    for variant in VARIANTS.values():
+        ref = check(batch, variant, variant.candidates)
+        assert not (ref[1][0] == 1).any()  # GT 1 duplicates GT 0: it loses every contested anchor
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_predictions(dtype):
+    check(random_simota_batch(2, 6, 4, 300, seed=6, dtype=dtype), SEED, str(dtype))
+
+
+def test_non_contiguous_logits():
+    base = random_simota_batch(2, 5, 4, 300, seed=7)
+    raw = torch.cat([base.pred_boxes, base.obj_logits, base.cls_logits], dim=-1)  # the head's [B, A, 5 + C]
+    batch = SimOTABatch(raw[..., :4], raw[..., 5:], raw[..., 4:5], *base[3:])
+    assert not batch.cls_logits.is_contiguous()
+    check(batch, CENTER)
+
+
+def test_opcheck():
+    from yolox_fast.kernels.simota import simota_assign_triton  # noqa: F401  (registers the op)
+
+    batch = random_simota_batch(1, 2, 2, 84, seed=8).to(DEVICE)
+    # The interpreter reads the storages of the fake tensors that trace the op, so the fake-tensor
+    # check runs on a GPU only.
+    utils = ("test_schema",) if INTERPRET else ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.yolox_fast.simota_assign_triton.default, (*batch, 2.5, False, 1e5),
+                          test_utils=utils)
+
+
+def test_backend_choice():
+    assert "triton" in backends.available_backends(simota.OP, DEVICE)
+    if INTERPRET:  # never picked automatically on the CPU, only when forced
+        assert backends.choose(simota.OP, "cpu")[0] != "triton"
+
+
+@gpu_only
+@pytest.mark.gpu
+def test_no_host_sync_and_compile():
+    batch = random_simota_batch(16, 50, 80, 8400, seed=9).to("cuda")
+    ref = simota.simota_assign(*batch, SEED, backend="triton")  # warm up: compiles the kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        simota.simota_assign(*batch, SEED, backend="triton")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+    def f(*args):
+        return simota.simota_assign(*args, SEED, backend="triton")
+
+    out = torch.compile(f, fullgraph=True)(*batch)
+    assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
