@@ -9,55 +9,29 @@ entry per process) and ``format``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+
 FORMAT = "yolox_fast.train/1"
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "iteration", "config", "class_names")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic on POSIX and Windows: a reader (or a crash) sees the old file or the new
-    one, never a partial one. On failure the temporary file is removed and the error re-raised.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """``torch.save(state)`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
+    atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Atomically copy a checkpoint file (``latest.pt`` -> ``best.pt``) without re-serialising it."""
     with open(src, "rb") as source:
-        _atomic_write(Path(dst), lambda f: shutil.copyfileobj(source, f, 1 << 20))
+        atomic_write(Path(dst), lambda f: shutil.copyfileobj(source, f, 1 << 20))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

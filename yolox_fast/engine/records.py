@@ -14,6 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .atomic import atomic_write
+
 #: Loss terms shown in the bar and written to results.csv, in this order.
 LOSS_KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss", "num_fg")
 _SHORT = {"total_loss": "loss", "iou_loss": "iou", "l1_loss": "l1", "conf_loss": "obj", "cls_loss": "cls",
@@ -122,9 +124,7 @@ class Recorder:
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.csv_path)
+        atomic_write(self.csv_path, lambda f: f.write(buf.getvalue().encode()))
 
     def plot(self) -> Path | None:
         """Write results.png from results.csv; returns its path (None when there is nothing to plot)."""
