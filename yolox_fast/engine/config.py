@@ -28,8 +28,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: What ``python -m yolox_fast.train`` with no dataset uses: yolox-nano on the built-in synthetic set, sized
-#: to finish in a few minutes on a 2-core CPU. The learning rate is 10x the official one: with ~1000 steps
-#: instead of ~500k, the official rate barely moves a network trained from scratch.
+#: to finish in a few minutes on a 2-core CPU. The learning rate is 10x the official one: with ~400 steps
+#: instead of the ~550k of a COCO run, the official rate barely moves a network trained from scratch.
 DEMO_DEFAULTS: dict[str, Any] = {
     "model": "yolox-nano",
     "img_size": 256,
@@ -50,9 +50,9 @@ DEMO_DEFAULTS: dict[str, Any] = {
 _INT, _FLOAT, _STR, _BOOL, _INT_PAIR, _FLOAT_PAIR, _STR_LIST = "int", "float", "str", "bool", "int2", "float2", "strs"
 
 
-def _opt(default, kind: str, help: str, flag: str | None = None):
-    """A config field with its parse kind, help text and (when it differs from the name) CLI flag."""
-    return field(default=default, metadata={"kind": kind, "help": help, "flag": flag})
+def _opt(default, kind: str, help: str):
+    """A config field with its parse kind and help text (its CLI flag is ``--`` + the name with dashes)."""
+    return field(default=default, metadata={"kind": kind, "help": help})
 
 
 @dataclass
@@ -300,7 +300,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("training settings (also settable in --config files)")
     for f in dataclasses.fields(TrainConfig):
-        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        flag = "--" + f.name.replace("_", "-")
         kind, default = f.metadata["kind"], f.default
         help_text = f"{f.metadata['help']} (default: {'auto' if default is None else _show(default)})"
         if kind == _BOOL:
