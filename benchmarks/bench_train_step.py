@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from yolox_fast import SimOTAAssigner
 from yolox_fast.engine.config import TrainConfig

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+
 import cv2
 import pytest
 from conftest import SHARED_DATA as SHARED

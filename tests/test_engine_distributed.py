@@ -6,8 +6,8 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from test_engine_trainer import TinyBoxes, tiny_config  # noqa: I001  (the sibling test module: shared tiny data)
+
 from yolox_fast.engine.checkpoint import load_checkpoint
 from yolox_fast.engine.distributed import DistContext, all_reduce_mean, broadcast_object, setup_distributed
 from yolox_fast.engine.ema import unwrap

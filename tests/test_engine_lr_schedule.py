@@ -42,7 +42,7 @@ def test_cosine_ends_at_five_percent_and_tail_is_constant():
 def test_monotone_after_warmup():
     s = schedule(epochs=20, warmup_epochs=2, no_aug_epochs=3, iters_per_epoch=7)
     lrs = [s(i) for i in range(s.warmup_iters, s.total_iters)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_no_warmup_and_degenerate_spans():

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_engine_trainer import one_thread  # noqa: F401, I001  (autouse fixture: one torch thread)
+
 from yolox_fast.engine.checkpoint import load_checkpoint
 from yolox_fast.train import main, run
 

@@ -59,10 +59,25 @@ class TinyBoxes(Dataset):
 
 
 def tiny_config(tmp_path, **kw):
-    values = dict(model="yolox-nano", img_size=SIZE, epochs=2, batch_size=4, warmup_epochs=1, no_aug_epochs=0,
-                  multiscale=True, random_size=(1, 3), multiscale_interval=1, workers=0, device="cpu",
-                  output_dir=str(tmp_path), progress=False, tensorboard=False, log_interval=1, eval_interval=1,
-                  lr_per_image=0.01)
+    values = dict(
+        model="yolox-nano",
+        img_size=SIZE,
+        epochs=2,
+        batch_size=4,
+        warmup_epochs=1,
+        no_aug_epochs=0,
+        multiscale=True,
+        random_size=(1, 3),
+        multiscale_interval=1,
+        workers=0,
+        device="cpu",
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        log_interval=1,
+        eval_interval=1,
+        lr_per_image=0.01,
+    )
     values.update(kw)
     return TrainConfig(**values).resolved()
 
@@ -90,7 +105,7 @@ def assert_same_state(a: dict, b: dict, where=""):
         elif isinstance(a[k], dict):
             assert_same_state(a[k], b[k], f"{where}{k}.")
         elif isinstance(a[k], list) and a[k] and isinstance(a[k][0], dict):
-            for i, (x, y) in enumerate(zip(a[k], b[k])):
+            for i, (x, y) in enumerate(zip(a[k], b[k], strict=False)):
                 assert_same_state(x, y, f"{where}{k}[{i}].")
         else:
             assert a[k] == b[k], f"{where}{k}"
@@ -119,8 +134,9 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def test_phases_evaluation_best_and_records(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=4, no_aug_epochs=1, eval_interval=3, save_interval=2, tensorboard=True,
-                      multiscale=False)
+    cfg = tiny_config(
+        tmp_path, epochs=4, no_aug_epochs=1, eval_interval=3, save_interval=2, tensorboard=True, multiscale=False
+    )
     seen_sizes, eval_epochs = [], []
 
     def evaluate(model):
@@ -143,8 +159,18 @@ def test_phases_evaluation_best_and_records(tmp_path):
     assert float(rows[2]["l1_loss"]) > 0 and float(rows[0]["l1_loss"]) == 0
     assert result["best_ap"] == 0.3 and load_checkpoint(result["best_checkpoint"])["epoch"] == 4
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "epoch_4.pt", "last_mosaic_epoch.pt", "latest.pt",
-                     "results.csv", "results.png", "tensorboard", "train.log"]
+    assert names == [
+        "best.pt",
+        "config.yaml",
+        "epoch_2.pt",
+        "epoch_4.pt",
+        "last_mosaic_epoch.pt",
+        "latest.pt",
+        "results.csv",
+        "results.png",
+        "tensorboard",
+        "train.log",
+    ]
     assert load_checkpoint(tmp_path / "last_mosaic_epoch.pt")["epoch"] == 2
     assert any((tmp_path / "tensorboard").iterdir())
     ckpt = load_checkpoint(result["checkpoint"])
@@ -153,8 +179,9 @@ def test_phases_evaluation_best_and_records(tmp_path):
 
 
 def test_multiscale_sizes_are_drawn_every_interval(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=(2, 4), ema=False,
-                      warmup_epochs=0, seed=3)
+    cfg = tiny_config(
+        tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=(2, 4), ema=False, warmup_epochs=0, seed=3
+    )
     trainer = Trainer(cfg, TinyBoxes(n=10), ["red", "blue"])
     sizes = []
     trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
@@ -189,7 +216,9 @@ def test_weights_with_another_class_count_keep_all_but_the_class_head(tmp_path, 
     trainer.close()
     assert "trained for 80 classes, this dataset has 2" in capsys.readouterr().out
     ours, theirs = trainer.model.state_dict(), source.state_dict()
-    assert torch.equal(ours["backbone.backbone.stem.conv.conv.weight"], theirs["backbone.backbone.stem.conv.conv.weight"])
+    assert torch.equal(
+        ours["backbone.backbone.stem.conv.conv.weight"], theirs["backbone.backbone.stem.conv.conv.weight"]
+    )
     assert ours["head.cls_preds.0.weight"].shape[0] == 2
     torch.save({"model": build_yolox("yolox-tiny", num_classes=2).state_dict()}, tmp_path / "tiny.pth")
     with pytest.raises(ValueError, match="cannot start yolox-nano from .*tiny.pth"):
@@ -216,7 +245,9 @@ def test_frozen_parameters_stay_fixed(tmp_path):
     seed_everything(cfg.seed)  # the trainer's initial weights
     initial = build_yolox("yolox-nano", num_classes=2).state_dict()
     trained = load_checkpoint(tmp_path / "latest.pt")["model"]
-    assert torch.equal(trained["backbone.backbone.stem.conv.conv.weight"], initial["backbone.backbone.stem.conv.conv.weight"])
+    assert torch.equal(
+        trained["backbone.backbone.stem.conv.conv.weight"], initial["backbone.backbone.stem.conv.conv.weight"]
+    )
     assert torch.equal(trained["head.cls_preds.1.bias"], initial["head.cls_preds.1.bias"])
     assert not torch.equal(trained["head.reg_preds.0.weight"], initial["head.reg_preds.0.weight"])
     assert "frozen: backbone.backbone.stem, head.cls_preds" in (tmp_path / "train.log").read_text()

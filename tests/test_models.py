@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from yolox_fast import postprocess
 from yolox_fast.data import preprocess, read_image
 from yolox_fast.models import PRESETS, build_yolox, load_official_weights
 from yolox_fast.ops.anchors import anchor_grid_for_input
-
-from conftest import SHARED_DATA
 
 NANO_WEIGHTS = SHARED_DATA / "weights" / "yolox_nano.pth"
 needs_weights = pytest.mark.skipif(not NANO_WEIGHTS.is_file(), reason=f"official weights absent: {NANO_WEIGHTS}")

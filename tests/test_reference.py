@@ -17,13 +17,12 @@ def official_assign(pred, cls, obj, grids, strides, gt, gt_cls, radius=2.5, cent
 
     (torch.topk order among equal values is unspecified, so compare only on tie-free inputs.)
     """
-    a = pred.shape[0]
     g = gt.shape[0]
     xc = (grids[:, 0] * strides + 0.5 * strides)[None].repeat(g, 1)
     yc = (grids[:, 1] * strides + 0.5 * strides)[None].repeat(g, 1)
-    l, r = (gt[:, 0] - 0.5 * gt[:, 2])[:, None], (gt[:, 0] + 0.5 * gt[:, 2])[:, None]
+    left, r = (gt[:, 0] - 0.5 * gt[:, 2])[:, None], (gt[:, 0] + 0.5 * gt[:, 2])[:, None]
     t, b = (gt[:, 1] - 0.5 * gt[:, 3])[:, None], (gt[:, 1] + 0.5 * gt[:, 3])[:, None]
-    in_box = torch.stack([xc - l, yc - t, r - xc, b - yc], 2).min(-1).values > 0
+    in_box = torch.stack([xc - left, yc - t, r - xc, b - yc], 2).min(-1).values > 0
     cl, cr = gt[:, 0:1] - radius * strides[None], gt[:, 0:1] + radius * strides[None]
     ct, cb = gt[:, 1:2] - radius * strides[None], gt[:, 1:2] + radius * strides[None]
     in_ctr = torch.stack([xc - cl, yc - ct, cr - xc, cb - yc], 2).min(-1).values > 0

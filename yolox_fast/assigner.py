@@ -52,8 +52,14 @@ class SimOTAAssigner:
             or the ``YOLOX_FAST_BACKEND`` environment variable.
     """
 
-    def __init__(self, num_classes: int, center_radius: float = 2.5, candidates: str = "box_or_center",
-                 penalty: float | None = None, backend: str | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        center_radius: float = 2.5,
+        candidates: str = "box_or_center",
+        penalty: float | None = None,
+        backend: str | None = None,
+    ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if candidates not in CANDIDATE_MODES:
@@ -66,12 +72,15 @@ class SimOTAAssigner:
 
     def __repr__(self) -> str:
         v = self.variant
-        return (f"SimOTAAssigner(num_classes={self.num_classes}, center_radius={v.center_radius}, "
-                f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r})")
+        return (
+            f"SimOTAAssigner(num_classes={self.num_classes}, center_radius={v.center_radius}, "
+            f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r})"
+        )
 
     # ------------------------------------------------------------------------------------------
-    def validate(self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-                 values: bool = True) -> None:
+    def validate(
+        self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, values: bool = True
+    ) -> None:
         """Raise ``ValueError`` naming the first argument that is malformed.
 
         ``values=False`` skips the checks that read the data (class ids in range, finite GT boxes),
@@ -87,28 +96,42 @@ class SimOTAAssigner:
         _check_tensor("gt_mask", gt_mask, 2)
         b, a = pred_boxes.shape[:2]
         if cls_logits.shape[:2] != (b, a) or obj_logits.shape[:2] != (b, a):
-            raise ValueError(f"cls_logits {tuple(cls_logits.shape)} and obj_logits {tuple(obj_logits.shape)} "
-                             f"must match pred_boxes [B={b}, A={a}, ...]")
+            raise ValueError(
+                f"cls_logits {tuple(cls_logits.shape)} and obj_logits {tuple(obj_logits.shape)} "
+                f"must match pred_boxes [B={b}, A={a}, ...]"
+            )
         if cls_logits.shape[2] != self.num_classes:
             raise ValueError(f"cls_logits has {cls_logits.shape[2]} classes, the assigner {self.num_classes}")
         if grids.shape[0] != a or strides.shape[0] != a:
             raise ValueError(f"grids {tuple(grids.shape)} and strides {tuple(strides.shape)} must have A={a} rows")
         g = gt_boxes.shape[1]
         if gt_boxes.shape[0] != b or gt_classes.shape != (b, g) or gt_mask.shape != (b, g):
-            raise ValueError(f"gt_boxes {tuple(gt_boxes.shape)}, gt_classes {tuple(gt_classes.shape)} and gt_mask "
-                             f"{tuple(gt_mask.shape)} must be [B={b}, G, 4], [B, G], [B, G]")
+            raise ValueError(
+                f"gt_boxes {tuple(gt_boxes.shape)}, gt_classes {tuple(gt_classes.shape)} and gt_mask "
+                f"{tuple(gt_mask.shape)} must be [B={b}, G, 4], [B, G], [B, G]"
+            )
         if gt_mask.dtype != torch.bool:
             raise ValueError(f"gt_mask must be bool, got {gt_mask.dtype}")
         if gt_classes.dtype.is_floating_point or gt_classes.dtype == torch.bool:
             raise ValueError(f"gt_classes must be an integer tensor, got {gt_classes.dtype}")
-        for name, t in (("pred_boxes", pred_boxes), ("cls_logits", cls_logits), ("obj_logits", obj_logits),
-                        ("gt_boxes", gt_boxes)):
+        for name, t in (
+            ("pred_boxes", pred_boxes),
+            ("cls_logits", cls_logits),
+            ("obj_logits", obj_logits),
+            ("gt_boxes", gt_boxes),
+        ):
             if not t.dtype.is_floating_point:
                 raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
         device = pred_boxes.device
-        for name, t in (("cls_logits", cls_logits), ("obj_logits", obj_logits), ("grids", grids),
-                        ("strides", strides), ("gt_boxes", gt_boxes), ("gt_classes", gt_classes),
-                        ("gt_mask", gt_mask)):
+        for name, t in (
+            ("cls_logits", cls_logits),
+            ("obj_logits", obj_logits),
+            ("grids", grids),
+            ("strides", strides),
+            ("gt_boxes", gt_boxes),
+            ("gt_classes", gt_classes),
+            ("gt_mask", gt_mask),
+        ):
             if t.device != device:
                 raise ValueError(f"{name} is on {t.device} but pred_boxes is on {device}")
         # Data checks: one reduction each, only over real GTs. (These sync; they are cheap next to
@@ -117,14 +140,17 @@ class SimOTAAssigner:
             bad_cls = gt_mask & ((gt_classes < 0) | (gt_classes >= self.num_classes))
             if bool(bad_cls.any()):
                 bi, gi = bad_cls.nonzero()[0].tolist()
-                raise ValueError(f"gt_classes[{bi}, {gi}] = {int(gt_classes[bi, gi])} is outside [0, {self.num_classes})")
+                raise ValueError(
+                    f"gt_classes[{bi}, {gi}] = {int(gt_classes[bi, gi])} is outside [0, {self.num_classes})"
+                )
             bad_box = gt_mask & ~torch.isfinite(gt_boxes).all(-1)
             if bool(bad_box.any()):
                 bi, gi = bad_box.nonzero()[0].tolist()
                 raise ValueError(f"gt_boxes[{bi}, {gi}] = {gt_boxes[bi, gi].tolist()} is not finite")
 
-    def assign(self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-               validate: bool = True) -> AssignResult:
+    def assign(
+        self, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, validate: bool = True
+    ) -> AssignResult:
         """Assign every anchor of every image to a GT or to background.
 
         Args:
@@ -144,12 +170,31 @@ class SimOTAAssigner:
             :class:`AssignResult`.
         """
         if validate:
-            self.validate(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-                          values=getattr(pred_boxes, "device", None) == torch.device("cpu"))
+            self.validate(
+                pred_boxes,
+                cls_logits,
+                obj_logits,
+                grids,
+                strides,
+                gt_boxes,
+                gt_classes,
+                gt_mask,
+                values=getattr(pred_boxes, "device", None) == torch.device("cpu"),
+            )
         from .ops.simota import simota_assign  # the dispatching wrapper
 
-        fg, matched, iou = simota_assign(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes,
-                                         gt_mask, self.variant, backend=self.backend)
+        fg, matched, iou = simota_assign(
+            pred_boxes,
+            cls_logits,
+            obj_logits,
+            grids,
+            strides,
+            gt_boxes,
+            gt_classes,
+            gt_mask,
+            self.variant,
+            backend=self.backend,
+        )
         return AssignResult(fg, matched, iou, fg.sum(dim=1))
 
     # ------------------------------------------------------------------------------------------
@@ -172,15 +217,40 @@ class SimOTAAssigner:
             ``(gt_matched_classes [F], fg_mask [A], pred_ious_this_matching [F], matched_gt_inds [F],
             num_fg)`` with ``num_fg`` a Python int, as the official code returns.
         """
-        old = ["batch_idx", "num_gt", "total_num_anchors", "gt_bboxes_per_image", "gt_classes",
-               "bboxes_preds_per_image", "expanded_strides", "x_shifts", "y_shifts", "cls_preds", "bbox_preds",
-               "obj_preds", "labels", "imgs", "mode"]
-        new = ["batch_idx", "num_gt", "gt_bboxes_per_image", "gt_classes", "bboxes_preds_per_image",
-               "expanded_strides", "x_shifts", "y_shifts", "cls_preds", "obj_preds", "mode"]
+        old = [
+            "batch_idx",
+            "num_gt",
+            "total_num_anchors",
+            "gt_bboxes_per_image",
+            "gt_classes",
+            "bboxes_preds_per_image",
+            "expanded_strides",
+            "x_shifts",
+            "y_shifts",
+            "cls_preds",
+            "bbox_preds",
+            "obj_preds",
+            "labels",
+            "imgs",
+            "mode",
+        ]
+        new = [
+            "batch_idx",
+            "num_gt",
+            "gt_bboxes_per_image",
+            "gt_classes",
+            "bboxes_preds_per_image",
+            "expanded_strides",
+            "x_shifts",
+            "y_shifts",
+            "cls_preds",
+            "obj_preds",
+            "mode",
+        ]
         names = old if (len(args) >= 13 or "total_num_anchors" in kwargs) else new
         if len(args) > len(names):
             raise TypeError(f"get_assignments takes at most {len(names)} arguments, got {len(args)}")
-        bound = dict(zip(names, args))
+        bound = dict(zip(names, args, strict=False))
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"get_assignments got an unexpected argument {k!r}")
@@ -192,8 +262,14 @@ class SimOTAAssigner:
         strides = bound["expanded_strides"].reshape(-1)
         grids = torch.stack([bound["x_shifts"].reshape(-1), bound["y_shifts"].reshape(-1)], dim=1)
         res = self.assign(
-            pred[None], bound["cls_preds"][b : b + 1], bound["obj_preds"][b : b + 1].reshape(1, -1, 1), grids,
-            strides, gt[None], classes.long()[None], torch.ones(1, gt.shape[0], dtype=torch.bool, device=gt.device),
+            pred[None],
+            bound["cls_preds"][b : b + 1],
+            bound["obj_preds"][b : b + 1].reshape(1, -1, 1),
+            grids,
+            strides,
+            gt[None],
+            classes.long()[None],
+            torch.ones(1, gt.shape[0], dtype=torch.bool, device=gt.device),
         )
         fg = res.fg_mask[0]
         matched = res.matched_gt[0][fg]

@@ -69,8 +69,11 @@ class TrainConfig:
     val_images: str | None = _opt(None, _STR, "validation images folder (COCO format)")
     val_ann: str | None = _opt(None, _STR, "validation instances json (COCO format)")
     yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset root: images/{train,val} and labels/{train,val}")
-    class_names: list[str] | None = _opt(None, _STR_LIST, "class names of YOLO data, or a names file (default: "
-                                         "classes.txt, obj.names or data.yaml beside the images)")
+    class_names: list[str] | None = _opt(
+        None,
+        _STR_LIST,
+        "class names of YOLO data, or a names file (default: classes.txt, obj.names or data.yaml beside the images)",
+    )
     data_cache: str = _opt("~/.cache/yolox_fast/synthetic", _STR, "where the built-in synthetic dataset is generated")
     synthetic_train: int = _opt(512, _INT, "training images of the built-in synthetic dataset")
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
@@ -80,8 +83,9 @@ class TrainConfig:
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
     weights: str | None = _opt(None, _STR, "start from these weights (official {'model': ...} or ours)")
-    freeze: list[str] | None = _opt(None, _STR_LIST, "keep the parameters whose names start with these fixed "
-                                    "(e.g. backbone.backbone.stem)")
+    freeze: list[str] | None = _opt(
+        None, _STR_LIST, "keep the parameters whose names start with these fixed (e.g. backbone.backbone.stem)"
+    )
     simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
     assigner_backend: str | None = _opt(None, _STR, "force an assigner backend (cuda, cpu, triton, torch, reference)")
 
@@ -104,7 +108,9 @@ class TrainConfig:
     test_size: int | None = _opt(None, _INT, "evaluation input size (default: img_size)")
     multiscale: bool = _opt(True, _BOOL, "redraw the input size every multiscale_interval iterations")
     multiscale_range: int = _opt(5, _INT, "sizes drawn from img_size +- range * 32")
-    random_size: tuple[int, int] | None = _opt(None, _INT_PAIR, "explicit size range in units of 32 (overrides the range)")
+    random_size: tuple[int, int] | None = _opt(
+        None, _INT_PAIR, "explicit size range in units of 32 (overrides the range)"
+    )
     multiscale_interval: int = _opt(10, _INT, "iterations between input-size draws")
 
     # -- augmentation -----------------------------------------------------------------------------------
@@ -183,8 +189,15 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
-        positive = ("epochs", "batch_size", "multiscale_interval", "eval_interval", "eval_batch_size",
-                    "log_interval", "max_labels")
+        positive = (
+            "epochs",
+            "batch_size",
+            "multiscale_interval",
+            "eval_interval",
+            "eval_batch_size",
+            "log_interval",
+            "max_labels",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -197,8 +210,10 @@ class TrainConfig:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= self.no_aug_epochs <= self.epochs:
-            raise ValueError(f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
-                             "(set --no-aug-epochs too when you shorten --epochs)")
+            raise ValueError(
+                f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
+                "(set --no-aug-epochs too when you shorten --epochs)"
+            )
         if self.warmup_epochs < 0 or self.workers < 0 or self.save_interval < 0 or self.lr_per_image < 0:
             raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
         if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:
@@ -243,10 +258,24 @@ def _parse_names(value) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip()]
 
 
-_PARSERS = {_BOOL: _parse_bool, _INT: _parse_int, _FLOAT: float, _STR: str, _INT_PAIR: _parse_pair(int),
-            _FLOAT_PAIR: _parse_pair(float), _STR_LIST: _parse_names}
-_KIND_WORDS = {_INT: "an integer", _FLOAT: "a number", _STR: "a string", _BOOL: "true/false",
-               _INT_PAIR: "two integers", _FLOAT_PAIR: "two numbers", _STR_LIST: "a list of names"}
+_PARSERS = {
+    _BOOL: _parse_bool,
+    _INT: _parse_int,
+    _FLOAT: float,
+    _STR: str,
+    _INT_PAIR: _parse_pair(int),
+    _FLOAT_PAIR: _parse_pair(float),
+    _STR_LIST: _parse_names,
+}
+_KIND_WORDS = {
+    _INT: "an integer",
+    _FLOAT: "a number",
+    _STR: "a string",
+    _BOOL: "true/false",
+    _INT_PAIR: "two integers",
+    _FLOAT_PAIR: "two numbers",
+    _STR_LIST: "a list of names",
+}
 
 
 def _coerce(value, kind: str, where: str):
@@ -304,11 +333,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kind, default = f.metadata["kind"], f.default
         help_text = f"{f.metadata['help']} (default: {'auto' if default is None else _show(default)})"
         if kind == _BOOL:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_text)
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         elif kind in (_INT_PAIR, _FLOAT_PAIR):
-            group.add_argument(flag, dest=f.name, nargs=2, metavar=("LOW", "HIGH"), default=argparse.SUPPRESS,
-                               help=help_text)
+            group.add_argument(
+                flag, dest=f.name, nargs=2, metavar=("LOW", "HIGH"), default=argparse.SUPPRESS, help=help_text
+            )
         elif kind == _STR_LIST:
             group.add_argument(flag, dest=f.name, nargs="+", metavar="NAME", default=argparse.SUPPRESS, help=help_text)
         else:

@@ -205,9 +205,9 @@ def plot_results(rows: list[dict[str, str]], png_path: str | os.PathLike) -> Non
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     for key in ("AP", "AP50", "AP75"):
-        points = [(e, v) for e, v in zip(epochs, column(key)) if math.isfinite(v)]
+        points = [(e, v) for e, v in zip(epochs, column(key), strict=False) if math.isfinite(v)]
         if points:
-            ax_ap.plot(*zip(*points), marker="o", label=key)
+            ax_ap.plot(*zip(*points, strict=False), marker="o", label=key)
     ax_ap.set(xlabel="epoch", ylabel="COCO AP", title="validation mAP")
     if ax_ap.lines:
         ax_ap.legend()

@@ -35,8 +35,10 @@ from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
 #: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
 Evaluator = Callable[[torch.nn.Module], dict]
 
-SIMOTA_VARIANTS = {"seed": {"center_radius": 2.5, "candidates": "box_or_center"},
-                   "center": {"center_radius": 1.5, "candidates": "center"}}
+SIMOTA_VARIANTS = {
+    "seed": {"center_radius": 2.5, "candidates": "box_or_center"},
+    "center": {"center_radius": 1.5, "candidates": "center"},
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -57,7 +59,9 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def resize_batch(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_batch(
+    images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize a batch to ``size = (h, w)`` as the official multiscale training does.
 
     ``images [B, 3, H, W]`` are resized bilinearly (``align_corners=False``); ``labels [B, N, 5]``
@@ -105,13 +109,23 @@ class Trainer:
         checkpoint: the already-loaded content of ``resume_from`` (read from the file when None).
     """
 
-    def __init__(self, cfg: TrainConfig, train_set: Dataset, class_names: Sequence[str],
-                 evaluate: Evaluator | None = None, ctx: DistContext | None = None, collate_fn=None,
-                 resume_from: str | Path | None = None, checkpoint: dict | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train_set: Dataset,
+        class_names: Sequence[str],
+        evaluate: Evaluator | None = None,
+        ctx: DistContext | None = None,
+        collate_fn=None,
+        resume_from: str | Path | None = None,
+        checkpoint: dict | None = None,
+    ):
         if cfg.img_size is None or cfg.output_dir is None:
             raise ValueError("Trainer needs a resolved config with an output_dir (TrainConfig.resolved())")
         self.cfg = cfg
-        self.ctx = ctx or DistContext(device=torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        self.ctx = ctx or DistContext(
+            device=torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        )
         self.device = self.ctx.device
         self.class_names = list(class_names)
         self.train_set = train_set
@@ -119,8 +133,7 @@ class Trainer:
         # Only rank 0 needs an evaluator; every rank must agree on whether evaluations happen.
         self.evaluates = bool(dist_utils.broadcast_object(evaluate is not None))
         self.output_dir = Path(cfg.output_dir)
-        self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard) \
-            if self.ctx.is_main else NullRecorder()
+        self.recorder = Recorder(self.output_dir, cfg.progress, cfg.tensorboard) if self.ctx.is_main else NullRecorder()
         self.log = self.recorder.log
         try:
             self._setup(collate_fn, resume_from, checkpoint)
@@ -148,8 +161,9 @@ class Trainer:
         if cfg.freeze:
             self._freeze(model, cfg.freeze)
         self.model = model.to(self.device)
-        self.optimizer = build_optimizer(self.model, lr=cfg.warmup_lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = build_optimizer(
+            self.model, lr=cfg.warmup_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
@@ -157,8 +171,15 @@ class Trainer:
 
         self.loader = self._build_loader(collate_fn)
         self.iters_per_epoch = len(self.loader)
-        self.schedule = WarmCosineSchedule(cfg.lr_per_image * cfg.batch_size, self.iters_per_epoch, cfg.epochs,
-                                           cfg.warmup_epochs, cfg.no_aug_epochs, cfg.warmup_lr, cfg.min_lr_ratio)
+        self.schedule = WarmCosineSchedule(
+            cfg.lr_per_image * cfg.batch_size,
+            self.iters_per_epoch,
+            cfg.epochs,
+            cfg.warmup_epochs,
+            cfg.no_aug_epochs,
+            cfg.warmup_lr,
+            cfg.min_lr_ratio,
+        )
         self.base_size = (cfg.img_size, cfg.img_size)
         self.input_size = self.base_size
         self.size_rng = random.Random(cfg.seed)  # drawn on rank 0 only, then broadcast
@@ -170,8 +191,10 @@ class Trainer:
             self._resume(resume_from, checkpoint if checkpoint is not None else load_checkpoint(resume_from))
         if self.ctx.is_distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                **_no_buffer_sync_per_forward())
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **_no_buffer_sync_per_forward(),
+            )
 
     def _build_loader(self, collate_fn) -> DataLoader:
         cfg = self.cfg
@@ -179,14 +202,24 @@ class Trainer:
         if n == 0:
             raise ValueError("the training set is empty")
         # The sampler shuffles with (seed, epoch): the order of an epoch does not depend on RNG state.
-        sampler = DistributedSampler(self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
-                                     shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(
+            self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True, seed=cfg.seed
+        )
         if len(sampler) < self.batch_per_process:
-            raise ValueError(f"the training set has {n} images, fewer than one batch ({cfg.batch_size}); "
-                             "lower --batch-size")
-        return DataLoader(self.train_set, batch_size=self.batch_per_process, sampler=sampler,
-                          num_workers=cfg.workers, collate_fn=collate_fn, pin_memory=self.device.type == "cuda",
-                          drop_last=True, worker_init_fn=seed_worker, persistent_workers=cfg.workers > 0)
+            raise ValueError(
+                f"the training set has {n} images, fewer than one batch ({cfg.batch_size}); lower --batch-size"
+            )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_per_process,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate_fn,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            worker_init_fn=seed_worker,
+            persistent_workers=cfg.workers > 0,
+        )
 
     def _load_weights(self, model: torch.nn.Module, path: str) -> None:
         """Start from ``path`` (official or ours); a different class count keeps all but the class layers."""
@@ -194,8 +227,10 @@ class Trainer:
         key = "head.cls_preds.0.weight"
         own = model.state_dict()
         if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
-            self.log(f"{path} was trained for {state[key].shape[0]} classes, this dataset has {own[key].shape[0]}: "
-                     "loading everything except the class prediction layers (head.cls_preds.*), which start fresh")
+            self.log(
+                f"{path} was trained for {state[key].shape[0]} classes, this dataset has {own[key].shape[0]}: "
+                "loading everything except the class prediction layers (head.cls_preds.*), which start fresh"
+            )
         try:
             load_official_weights(model, state, strict=True, allow_new_head=True)
         except (ValueError, RuntimeError) as exc:
@@ -217,8 +252,10 @@ class Trainer:
 
     def _resume(self, path: str | Path, ckpt: dict) -> None:
         if list(ckpt["class_names"]) != self.class_names:
-            raise ValueError(f"{path} was trained on classes {ckpt['class_names'][:5]}... but this dataset has "
-                             f"{self.class_names[:5]}...; resume needs the same classes (start anew with --weights)")
+            raise ValueError(
+                f"{path} was trained on classes {ckpt['class_names'][:5]}... but this dataset has "
+                f"{self.class_names[:5]}...; resume needs the same classes (start anew with --weights)"
+            )
         if ckpt.get("model_name") not in (None, self.cfg.model):
             raise ValueError(f"{path} holds a {ckpt['model_name']}, the config asks for {self.cfg.model}")
         self.model.load_state_dict(ckpt["model"])
@@ -235,8 +272,10 @@ class Trainer:
         # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
         self.iteration = self.start_epoch * self.iters_per_epoch
         if int(ckpt["iteration"]) != self.iteration:
-            self.log(f"note: {path} stopped at iteration {ckpt['iteration']}, which is {self.iteration} with the "
-                     "current batch size and dataset; the learning-rate schedule continues from the latter")
+            self.log(
+                f"note: {path} stopped at iteration {ckpt['iteration']}, which is {self.iteration} with the "
+                "current batch size and dataset; the learning-rate schedule continues from the latter"
+            )
         self.best_ap = float(ckpt.get("best_ap", -1.0))
         self.input_size = tuple(ckpt.get("input_size", self.base_size))
         if ckpt.get("multiscale_rng") is not None:
@@ -246,11 +285,12 @@ class Trainer:
         if len(states) == self.ctx.world_size:
             restore_rng_state(states[self.ctx.rank])
         else:
-            self.log(f"note: {path} was written by {len(states)} processes, this run has {self.ctx.world_size}; "
-                     "random streams are re-seeded, so augmentation will not repeat the uninterrupted run exactly")
+            self.log(
+                f"note: {path} was written by {len(states)} processes, this run has {self.ctx.world_size}; "
+                "random streams are re-seeded, so augmentation will not repeat the uninterrupted run exactly"
+            )
             seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
-        self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far "
-                 f"{max(self.best_ap, 0):.4f})")
+        self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far {max(self.best_ap, 0):.4f})")
 
     # -- phases -----------------------------------------------------------------------------------------
     @property
@@ -282,8 +322,9 @@ class Trainer:
 
     def _eval_due(self, epoch: int) -> bool:
         done = epoch + 1
-        return self.evaluates and (done % self.cfg.eval_interval == 0 or epoch >= self.no_aug_start_epoch
-                                   or done == self.cfg.epochs)
+        return self.evaluates and (
+            done % self.cfg.eval_interval == 0 or epoch >= self.no_aug_start_epoch or done == self.cfg.epochs
+        )
 
     def _draw_input_size(self) -> tuple[int, int]:
         """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
@@ -340,12 +381,13 @@ class Trainer:
             if bar is not None:
                 bar.tick()
             if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
-                means = dict(zip(LOSS_KEYS, (window / window_count).tolist()))
+                means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
                 if not np.isfinite(means["total_loss"]) and not self.use_amp:
                     raise FloatingPointError(
                         f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
                         f"diverged (try a lower --lr-per-image or more --warmup-epochs); last good checkpoint: "
-                        f"{self.output_dir / 'latest.pt'}")
+                        f"{self.output_dir / 'latest.pt'}"
+                    )
                 elapsed = time.perf_counter() - start
                 rate = done * self.cfg.batch_size / elapsed
                 remaining = (self.cfg.epochs - epoch) * self.iters_per_epoch - done
@@ -357,10 +399,13 @@ class Trainer:
                 window_count = 0
         elapsed = time.perf_counter() - start
         self.recorder.end_epoch()
-        stats = dict(zip(LOSS_KEYS, (sums / max(done, 1)).tolist()))
+        stats = dict(zip(LOSS_KEYS, (sums / max(done, 1)).tolist(), strict=False))
         stats = dist_utils.all_reduce_mean(stats, self.device)
-        stats.update(lr=self.optimizer.param_groups[0]["lr"], images_per_s=done * self.cfg.batch_size / elapsed,
-                     epoch_time_s=elapsed)
+        stats.update(
+            lr=self.optimizer.param_groups[0]["lr"],
+            images_per_s=done * self.cfg.batch_size / elapsed,
+            epoch_time_s=elapsed,
+        )
         return stats
 
     def _run_evaluation(self, epoch: int) -> dict | None:
@@ -381,8 +426,10 @@ class Trainer:
                 self.last_table = metrics.get("table")
                 if self.last_table:  # per-class table: in train.log each time, on the console at the end
                     self.log(f"epoch {epoch + 1} per-class AP:\n{self.last_table}", console=False)
-                self.log(f"epoch {epoch + 1}: AP {metrics['AP']:.4f}  AP50 {metrics.get('AP50', float('nan')):.4f}  "
-                         f"AP75 {metrics.get('AP75', float('nan')):.4f}  ({time.perf_counter() - start:.1f} s)")
+                self.log(
+                    f"epoch {epoch + 1}: AP {metrics['AP']:.4f}  AP50 {metrics.get('AP50', float('nan')):.4f}  "
+                    f"AP75 {metrics.get('AP75', float('nan')):.4f}  ({time.perf_counter() - start:.1f} s)"
+                )
         summary = {k: metrics[k] for k in ("AP", "AP50", "AP75") if k in metrics} if metrics else None
         summary, error = dist_utils.broadcast_object((summary, error))
         if error is not None:
@@ -432,12 +479,14 @@ class Trainer:
         if self.ctx.is_main:
             save_config_file(cfg, self.output_dir / "config.yaml")
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
-                 f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
-                 f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
-                 f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
-                 f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
-                 f"output {self.output_dir}")
+        self.log(
+            f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
+            f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
+            f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
+            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
+            f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
+            f"output {self.output_dir}"
+        )
         if self.start_epoch >= cfg.epochs:
             self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
         last_metrics = None
@@ -457,9 +506,11 @@ class Trainer:
                 last_metrics = metrics
             self.recorder.write_row({"epoch": epoch + 1, **stats, **(metrics or {})})
             self.recorder.scalars(metrics or {}, epoch + 1, "val")
-            self.log(f"epoch {epoch + 1}/{cfg.epochs} done in {format_duration(stats['epoch_time_s'])}: loss "
-                     f"{stats['total_loss']:.3f}, {stats['images_per_s']:.1f} img/s"
-                     + (f", AP {metrics['AP']:.4f} (best {self.best_ap:.4f})" if metrics else ""))
+            self.log(
+                f"epoch {epoch + 1}/{cfg.epochs} done in {format_duration(stats['epoch_time_s'])}: loss "
+                f"{stats['total_loss']:.3f}, {stats['images_per_s']:.1f} img/s"
+                + (f", AP {metrics['AP']:.4f} (best {self.best_ap:.4f})" if metrics else "")
+            )
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         dist_utils.barrier()

@@ -23,8 +23,14 @@ class CSPDarknet(nn.Module):
     ``[B, 1024 * wid_mul, H/32, W/32]``.
     """
 
-    def __init__(self, dep_mul: float, wid_mul: float, out_features=("dark3", "dark4", "dark5"),
-                 depthwise: bool = False, act: str = "silu"):
+    def __init__(
+        self,
+        dep_mul: float,
+        wid_mul: float,
+        out_features=("dark3", "dark4", "dark5"),
+        depthwise: bool = False,
+        act: str = "silu",
+    ):
         super().__init__()
         if not out_features:
             raise ValueError("CSPDarknet needs at least one output feature")
@@ -46,7 +52,9 @@ class CSPDarknet(nn.Module):
         self.dark5 = nn.Sequential(
             conv(base_channels * 8, base_channels * 16, 3, 2, act=act),
             SPPBottleneck(base_channels * 16, base_channels * 16, activation=act),
-            CSPLayer(base_channels * 16, base_channels * 16, n=base_depth, shortcut=False, depthwise=depthwise, act=act),
+            CSPLayer(
+                base_channels * 16, base_channels * 16, n=base_depth, shortcut=False, depthwise=depthwise, act=act
+            ),
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

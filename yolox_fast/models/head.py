@@ -30,8 +30,16 @@ class YOLOXHead(nn.Module):
     mode it takes ``labels [B, N, 5]`` and returns the loss dict of :class:`YOLOXLoss`.
     """
 
-    def __init__(self, num_classes: int, width: float = 1.0, strides=(8, 16, 32), in_channels=(256, 512, 1024),
-                 act: str = "silu", depthwise: bool = False, assigner=None):
+    def __init__(
+        self,
+        num_classes: int,
+        width: float = 1.0,
+        strides=(8, 16, 32),
+        in_channels=(256, 512, 1024),
+        act: str = "silu",
+        depthwise: bool = False,
+        assigner=None,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.strides = tuple(strides)
@@ -47,8 +55,12 @@ class YOLOXHead(nn.Module):
         self.obj_preds = nn.ModuleList()
         for c in in_channels:
             self.stems.append(BaseConv(int(c * width), hidden, 1, 1, act=act))
-            self.cls_convs.append(nn.Sequential(conv(hidden, hidden, 3, 1, act=act), conv(hidden, hidden, 3, 1, act=act)))
-            self.reg_convs.append(nn.Sequential(conv(hidden, hidden, 3, 1, act=act), conv(hidden, hidden, 3, 1, act=act)))
+            self.cls_convs.append(
+                nn.Sequential(conv(hidden, hidden, 3, 1, act=act), conv(hidden, hidden, 3, 1, act=act))
+            )
+            self.reg_convs.append(
+                nn.Sequential(conv(hidden, hidden, 3, 1, act=act), conv(hidden, hidden, 3, 1, act=act))
+            )
             self.cls_preds.append(nn.Conv2d(hidden, num_classes, 1, 1, 0))
             self.reg_preds.append(nn.Conv2d(hidden, 4, 1, 1, 0))
             self.obj_preds.append(nn.Conv2d(hidden, 1, 1, 1, 0))

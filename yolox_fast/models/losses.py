@@ -8,7 +8,10 @@ from torch import nn
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Official ``IOUloss(reduction="none", loss_type="iou")``: ``1 - IoU^2`` of ``[N, 4]`` cx, cy, w, h pairs -> ``[N]``."""
+    """Official ``IOUloss(reduction="none", loss_type="iou")``.
+
+    ``1 - IoU^2`` of ``[N, 4]`` cx, cy, w, h pairs -> ``[N]``.
+    """
     tl = torch.max(pred[:, :2] - pred[:, 2:] / 2, target[:, :2] - target[:, 2:] / 2)
     br = torch.min(pred[:, :2] + pred[:, 2:] / 2, target[:, :2] + target[:, 2:] / 2)
     area_p = torch.prod(pred[:, 2:], 1)
@@ -20,7 +23,10 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def l1_targets(gt_boxes: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
-    """Regression targets in the head's raw space: ``[N, 4]`` cx, cy, w, h -> ``(x/s - gx, y/s - gy, log(w/s), log(h/s))``."""
+    """Regression targets in the head's raw space.
+
+    ``[N, 4]`` cx, cy, w, h -> ``(x/s - gx, y/s - gy, log(w/s + 1e-8), log(h/s + 1e-8))``.
+    """
     s = strides[:, None]
     xy = gt_boxes[:, :2] / s - grids
     wh = torch.log(gt_boxes[:, 2:4] / s + 1e-8)
@@ -60,7 +66,9 @@ class YOLOXLoss(nn.Module):
             ``cls_loss`` (each divided by ``max(num_fg, 1)``) and ``num_fg`` (fg anchors per GT).
         """
         if labels.dim() != 3 or labels.shape[0] != raw.shape[0] or labels.shape[-1] != 5:
-            raise ValueError(f"targets must be [B={raw.shape[0]}, N, 5] (class, cx, cy, w, h), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"targets must be [B={raw.shape[0]}, N, 5] (class, cx, cy, w, h), got {tuple(labels.shape)}"
+            )
         grids = grids.to(raw.dtype)
         strides_ = strides.to(raw.dtype)
         pred_boxes = torch.cat(
@@ -74,8 +82,14 @@ class YOLOXLoss(nn.Module):
         gt_boxes = labels[..., 1:5].float()
         with torch.no_grad():
             res = self.assigner.assign(
-                pred_boxes.detach(), cls_logits.detach(), obj_logits.detach(), grids, strides, gt_boxes,
-                gt_classes.masked_fill(~gt_mask, 0), gt_mask,
+                pred_boxes.detach(),
+                cls_logits.detach(),
+                obj_logits.detach(),
+                grids,
+                strides,
+                gt_boxes,
+                gt_classes.masked_fill(~gt_mask, 0),
+                gt_mask,
             )
         fg = res.fg_mask
         num_fg = res.num_fg.sum().clamp(min=1).to(torch.float32)

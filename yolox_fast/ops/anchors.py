@@ -28,7 +28,7 @@ def anchor_grid(
     if len(feature_sizes) != len(strides):
         raise ValueError(f"got {len(feature_sizes)} feature sizes for {len(strides)} strides")
     grids, expanded = [], []
-    for (h, w), s in zip(feature_sizes, strides):
+    for (h, w), s in zip(feature_sizes, strides, strict=False):
         yv, xv = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
         grids.append(torch.stack((xv, yv), dim=2).reshape(-1, 2))
         expanded.append(torch.full((h * w,), float(s), device=device))

@@ -102,12 +102,8 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "cxcywh"
         area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
         area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
     else:
-        tl = torch.max(
-            boxes1[:, None, :2] - boxes1[:, None, 2:] / 2, boxes2[None, :, :2] - boxes2[None, :, 2:] / 2
-        )
-        br = torch.min(
-            boxes1[:, None, :2] + boxes1[:, None, 2:] / 2, boxes2[None, :, :2] + boxes2[None, :, 2:] / 2
-        )
+        tl = torch.max(boxes1[:, None, :2] - boxes1[:, None, 2:] / 2, boxes2[None, :, :2] - boxes2[None, :, 2:] / 2)
+        br = torch.min(boxes1[:, None, :2] + boxes1[:, None, 2:] / 2, boxes2[None, :, :2] + boxes2[None, :, 2:] / 2)
         area1 = boxes1[:, 2] * boxes1[:, 3]
         area2 = boxes2[:, 2] * boxes2[:, 3]
     overlaps = (tl < br).all(dim=2)
@@ -345,7 +341,14 @@ def simota_assign(
     for b in range(pred_boxes.shape[0]):
         valid = gt_mask[b].nonzero().squeeze(1)
         fg, matched, iou = simota_assign_image(
-            pred_boxes[b], cls_logits[b], obj_logits[b], grids, strides, gt_boxes[b][valid], gt_classes[b][valid], variant
+            pred_boxes[b],
+            cls_logits[b],
+            obj_logits[b],
+            grids,
+            strides,
+            gt_boxes[b][valid],
+            gt_classes[b][valid],
+            variant,
         )
         matched = torch.where(fg, valid[matched.clamp(min=0)] if valid.numel() else matched, matched)
         fgs.append(fg)
@@ -492,4 +495,3 @@ def postprocess(
             keep = batched_nms(detections[:, :4], score, detections[:, 6], nms_thre)
         output[i] = detections[keep]
     return output
-
