@@ -14,4 +14,15 @@ inline void check_same_device(const at::Tensor& a, const char* name_a, const at:
   TORCH_CHECK(a.device() == b.device(), name_a, " is on ", a.device(), " but ", name_b, " is on ", b.device());
 }
 
+// batched_nms category ids: integer [N] on the boxes' device -> int64, contiguous.
+inline at::Tensor checked_category_ids(const at::Tensor& idxs, const at::Tensor& boxes) {
+  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "batched_nms: idxs must be [N] with N = ",
+              boxes.size(0), ", got ", idxs.sizes());
+  TORCH_CHECK(!at::isFloatingType(idxs.scalar_type()) && !at::isComplexType(idxs.scalar_type()),
+              "batched_nms: idxs must be an integer tensor, got ", idxs.scalar_type(),
+              " (yolox_fast.ops.batched_nms maps float category ids to integers first)");
+  check_same_device(boxes, "boxes", idxs, "idxs");
+  return idxs.to(at::kLong).contiguous();
+}
+
 }  // namespace yolox_fast

@@ -152,13 +152,7 @@ at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold) {
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "batched_nms: idxs must be [N] with N = ",
-              boxes.size(0), ", got ", idxs.sizes());
-  TORCH_CHECK(!at::isFloatingType(idxs.scalar_type()) && !at::isComplexType(idxs.scalar_type()),
-              "batched_nms: idxs must be an integer tensor, got ", idxs.scalar_type(),
-              " (yolox_fast.ops.batched_nms maps float category ids to integers first)");
-  check_same_device(boxes, "boxes", idxs, "idxs");
-  auto cat = idxs.to(at::kLong).contiguous();
+  auto cat = checked_category_ids(idxs, boxes);
   return dispatch(boxes, scores, &cat, iou_threshold, "batched_nms");
 }
 
