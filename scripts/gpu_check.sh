@@ -29,7 +29,7 @@ run build env YOLOX_FAST_CUDA=1 python setup.py build_ext --inplace
 
 # Every gpu-marked test of the project, and every Triton test on the GPU.
 run gpu_tests python -m pytest -m gpu tests -rs --junitxml="$OUT/gpu_tests.xml"
-run triton_tests python -m pytest tests/triton -rs --junitxml="$OUT/triton_tests.xml"
+run triton_tests python -m pytest tests/triton_ops -rs --junitxml="$OUT/triton_tests.xml"
 
 # --- SimOTA (issue 3): B=16, G=50, A=8400 under 1 ms on an H100, no host sync, >= 50x the reference ---
 run simota_bench python -m pytest benchmarks/bench_assign.py --benchmark-only \

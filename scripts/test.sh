@@ -8,12 +8,12 @@ PY=${PYTHON:-python3}
 bash scripts/install.sh || exit 1
 
 reports=$(mktemp -d)
-"$PY" -m pytest tests --ignore=tests/triton --junitxml="$reports/main.xml" "$@"
+"$PY" -m pytest tests --ignore=tests/triton_ops --junitxml="$reports/main.xml" "$@"
 main_rc=$?
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    "$PY" -m pytest tests/triton --junitxml="$reports/triton.xml" "$@"
+    "$PY" -m pytest tests/triton_ops --junitxml="$reports/triton.xml" "$@"
 else
-    TRITON_INTERPRET=1 "$PY" -m pytest tests/triton --junitxml="$reports/triton.xml" "$@"
+    TRITON_INTERPRET=1 "$PY" -m pytest tests/triton_ops --junitxml="$reports/triton.xml" "$@"
 fi
 triton_rc=$?
 

@@ -3,7 +3,7 @@
 Every backend must give the reference's ``fg_mask`` and ``matched_gt`` exactly and ``matched_iou``
 within 1e-6, on realistic random batches (no ties) and on purpose-built tie cases (the documented
 rule: lowest anchor index first among equal costs, lowest GT index wins a contested anchor).
-Triton runs in tests/triton (its own process, TRITON_INTERPRET=1); CUDA tests are marked ``gpu``.
+Triton runs in tests/triton_ops (its own process, TRITON_INTERPRET=1); CUDA tests are marked ``gpu``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Triton postprocess and NMS against the reference.
 
 On a CPU these run under the Triton interpreter, which must be switched on before triton is imported,
-so in their own process: ``TRITON_INTERPRET=1 python -m pytest tests/triton``. Shapes stay small there.
+so in their own process: ``TRITON_INTERPRET=1 python -m pytest tests/triton_ops``. Shapes stay small there.
 With a CUDA GPU they run compiled, on the GPU.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip("Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 (set before triton is imported: run "
-                "`TRITON_INTERPRET=1 python -m pytest tests/triton` in its own process)", allow_module_level=True)
+                "`TRITON_INTERPRET=1 python -m pytest tests/triton_ops` in its own process)", allow_module_level=True)
 pytest.importorskip("triton")
 
 from tests.test_ops_postprocess import assert_same_detections, make_prediction  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
-    pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1 (run: TRITON_INTERPRET=1 pytest tests/triton)",
+    pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1 (run: TRITON_INTERPRET=1 pytest tests/triton_ops)",
                 allow_module_level=True)
 pytest.importorskip("triton")
 

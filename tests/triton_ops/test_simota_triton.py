@@ -1,7 +1,7 @@
 """The Triton SimOTA kernels (kernels/simota.py) against the reference.
 
 Runs on a CUDA GPU, or on the CPU in Triton's interpreter: ``TRITON_INTERPRET=1 python -m pytest
-tests/triton`` (its own process: the variable must be set before triton is imported). Interpreted
+tests/triton_ops`` (its own process: the variable must be set before triton is imported). Interpreted
 shapes stay small; the GPU also runs the big ones.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip(
-        "Triton kernels need a CUDA GPU, or the interpreter: TRITON_INTERPRET=1 python -m pytest tests/triton",
+        "Triton kernels need a CUDA GPU, or the interpreter: TRITON_INTERPRET=1 python -m pytest tests/triton_ops",
         allow_module_level=True,
     )
 pytest.importorskip("triton")
