@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 namespace yolox_fast {
 
 inline void check_boxes(const at::Tensor& t, const char* name) {
@@ -23,6 +25,18 @@ inline at::Tensor checked_category_ids(const at::Tensor& idxs, const at::Tensor&
               " (yolox_fast.ops.batched_nms maps float category ids to integers first)");
   check_same_device(boxes, "boxes", idxs, "idxs");
   return idxs.to(at::kLong).contiguous();
+}
+
+// postprocess: prediction [B, A, 5 + C] floating point; grids and strides given together (raw input) or not.
+inline void check_postprocess_args(const at::Tensor& prediction, int64_t num_classes,
+                                   const std::optional<at::Tensor>& grids, const std::optional<at::Tensor>& strides) {
+  TORCH_CHECK(prediction.dim() == 3, "prediction must be [B, A, 5 + C], got ", prediction.sizes());
+  TORCH_CHECK(num_classes >= 1, "num_classes must be >= 1, got ", num_classes);
+  TORCH_CHECK(prediction.size(2) >= 5 + num_classes, "prediction must be [B, A, 5 + ", num_classes, "], got ",
+              prediction.sizes());
+  TORCH_CHECK(at::isFloatingType(prediction.scalar_type()), "prediction must be floating point, got ",
+              prediction.scalar_type());
+  TORCH_CHECK(grids.has_value() == strides.has_value(), "give both grids and strides (raw input) or neither");
 }
 
 }  // namespace yolox_fast

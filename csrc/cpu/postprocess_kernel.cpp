@@ -23,6 +23,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "../common/checks.h"
 #include "../common/postprocess_math.h"
 #include "nms_cpu.h"
 
@@ -291,13 +292,7 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cpu(const at::Tensor& prediction,
                                                    bool multi_label, int64_t pre_nms_topk, int64_t max_det,
                                                    const std::optional<at::Tensor>& grids,
                                                    const std::optional<at::Tensor>& strides) {
-  TORCH_CHECK(prediction.dim() == 3, "prediction must be [B, A, 5 + C], got ", prediction.sizes());
-  TORCH_CHECK(num_classes >= 1, "num_classes must be >= 1, got ", num_classes);
-  TORCH_CHECK(prediction.size(2) >= 5 + num_classes, "prediction must be [B, A, 5 + ", num_classes, "], got ",
-              prediction.sizes());
-  TORCH_CHECK(at::isFloatingType(prediction.scalar_type()), "prediction must be floating point, got ",
-              prediction.scalar_type());
-  TORCH_CHECK(grids.has_value() == strides.has_value(), "give both grids and strides (raw input) or neither");
+  check_postprocess_args(prediction, num_classes, grids, strides);
   const int64_t B = prediction.size(0), A = prediction.size(1);
   TORCH_CHECK(A * num_classes < (int64_t(1) << 32), "postprocess: anchors x classes must be < 2^32, got ", A,
               " x ", num_classes);
