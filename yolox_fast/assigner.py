@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .ops.reference import CANDIDATE_MODES, SimOTAVariant
+from .ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
 
 
 class AssignResult(NamedTuple):
@@ -43,11 +43,10 @@ class SimOTAAssigner:
 
     Args:
         num_classes: C.
-        center_radius: half side of the centre prior square, in strides (2.5 seed, 1.5 upstream).
-        candidates: ``"box_or_center"`` (seed: centre in a GT box or in a centre square) or
-            ``"center"`` (upstream 2023: centre square only).
-        penalty: cost of a pair outside the geometry prior; default 1e5 for ``box_or_center``,
-            1e6 for ``center``, as in the respective official code.
+        variant: ``"seed"`` (default; the released weights), ``"center"`` (upstream 2023) or a
+            :class:`~yolox_fast.ops.simota_variant.SimOTAVariant`; see :mod:`yolox_fast.ops.simota_variant`.
+        center_radius, candidates, penalty: override one knob of ``variant`` (``candidates`` switches to the
+            named variant with that rule, whose radius and penalty follow unless given too).
         backend: force a backend (see :mod:`yolox_fast.ops.backends`); default: the best available,
             or the ``YOLOX_FAST_BACKEND`` environment variable.
     """
@@ -55,19 +54,17 @@ class SimOTAAssigner:
     def __init__(
         self,
         num_classes: int,
-        center_radius: float = 2.5,
-        candidates: str = "box_or_center",
+        variant: str | SimOTAVariant = DEFAULT_VARIANT,
+        *,
+        center_radius: float | None = None,
+        candidates: str | None = None,
         penalty: float | None = None,
         backend: str | None = None,
     ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if candidates not in CANDIDATE_MODES:
-            raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
-        if penalty is None:
-            penalty = 1e5 if candidates == "box_or_center" else 1e6
         self.num_classes = num_classes
-        self.variant = SimOTAVariant(float(center_radius), candidates, float(penalty))
+        self.variant = resolve_variant(variant, center_radius=center_radius, candidates=candidates, penalty=penalty)
         self.backend = backend
 
     def __repr__(self) -> str:
