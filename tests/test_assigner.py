@@ -80,6 +80,21 @@ def test_bad_input_names_the_argument(change, match):
         SimOTAAssigner(4).assign(**args)
 
 
+@pytest.mark.parametrize("check_values", [None, True, False])
+def test_value_checks_follow_the_flag(check_values):
+    """check_values=False (the trainer: its data layer checked the labels) skips the data checks, so a
+    GPU step has no host sync for them; None checks on CPU inputs only, True everywhere."""
+    args = batch()
+    args["gt_boxes"][1, 0, 1] = float("nan")
+    assigner = SimOTAAssigner(4, check_values=check_values, backend="torch")
+    if check_values is False:
+        assigner.assign(**args)  # the torch backend treats the NaN box as one that matches nothing
+    else:
+        with pytest.raises(ValueError, match=r"gt_boxes\[1, 0\] .* is not finite"):
+            assigner.assign(**args)
+    assert assigner._check_values_on(torch.device("cuda")) is bool(check_values)
+
+
 def test_padding_rows_are_not_checked():
     args = batch()
     args["gt_mask"][1, 2] = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from yolox_fast.data import (
     COCODetection,
     TrainAugmentDataset,
     YOLODetection,
+    check_labels,
     collate,
     letterbox,
     make_synthetic_dataset,
@@ -417,6 +419,31 @@ def test_collate(synthetic_train):
     images, labels, ids = collate([aug[0], aug[1], aug[2]])
     assert images.shape == (3, 3, 64, 64) and images.dtype == torch.float32
     assert labels.shape == (3, 10, 5) and ids == [1, 2, 3]
+
+
+def test_check_labels_names_the_row():
+    labels = np.zeros((4, 5), dtype=np.float32)
+    labels[0] = [1, 10, 10, 4, 4]
+    check_labels(labels, 2, "item 0")  # padding rows pass
+    labels[2] = [0, np.inf, 10, 4, 4]
+    with pytest.raises(ValueError, match=r"item 0: label row 2 is not finite"):
+        check_labels(labels, 2, "item 0")
+    labels[2] = [2, 10, 10, 4, 4]
+    with pytest.raises(ValueError, match=r"item 0: label row 2 has class id 2, outside \[0, 2\)"):
+        check_labels(labels, 2, "item 0")
+
+
+def test_augmented_items_check_their_labels(synthetic_train):
+    """The data layer checks each item's labels (in the loader workers, on the CPU), so the training step's
+    assigner runs without value checks: a class list shorter than the labels is caught here."""
+    narrowed = copy.copy(synthetic_train)
+    narrowed.class_names = synthetic_train.class_names[:1]
+    aug = TrainAugmentDataset(narrowed, input_size=64, seed=0, mosaic=False)
+    with_class_1 = next(i for i in range(len(narrowed)) if (narrowed.load_targets(i)[:, 4] >= 1).any())
+    with pytest.raises(ValueError, match=rf"item {with_class_1} \(image id \d+\): label row \d+ has class id"):
+        for _ in range(20):  # a box can be flipped/cropped away; some draw keeps it
+            aug.set_epoch(aug.epoch + 1)
+            aug[with_class_1]
 
 
 def test_bad_augment_arguments_raise(synthetic_train):

@@ -47,6 +47,11 @@ class SimOTAAssigner:
             :class:`~yolox_fast.ops.simota_variant.SimOTAVariant`; see :mod:`yolox_fast.ops.simota_variant`.
         center_radius, candidates, penalty: override one knob of ``variant`` (``candidates`` switches to the
             named variant with that rule, whose radius and penalty follow unless given too).
+        check_values: whether :meth:`assign` also checks the data (class ids in ``[0, C)``, finite GT
+            boxes). ``None`` (default): on CPU inputs only, where it costs no host sync; ``True``: on
+            every device (a host sync per call on a GPU); ``False``: never, for callers whose data
+            layer has checked the labels already (the trainer: ``TrainAugmentDataset`` checks each
+            item in the loader workers).
         backend: force a backend (see :mod:`yolox_fast.ops.backends`); default: the best available,
             or the ``YOLOX_FAST_BACKEND`` environment variable.
     """
@@ -60,18 +65,21 @@ class SimOTAAssigner:
         candidates: str | None = None,
         penalty: float | None = None,
         backend: str | None = None,
+        check_values: bool | None = None,
     ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.variant = resolve_variant(variant, center_radius=center_radius, candidates=candidates, penalty=penalty)
         self.backend = backend
+        self.check_values = check_values
 
     def __repr__(self) -> str:
         v = self.variant
         return (
             f"SimOTAAssigner(num_classes={self.num_classes}, center_radius={v.center_radius}, "
-            f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r})"
+            f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r}, "
+            f"check_values={self.check_values!r})"
         )
 
     # ------------------------------------------------------------------------------------------
@@ -159,9 +167,8 @@ class SimOTAAssigner:
             gt_boxes: ``[B, G, 4]`` cx, cy, w, h in input pixels.
             gt_classes: ``[B, G]`` integer class ids in ``[0, C)``.
             gt_mask: ``[B, G]`` bool, False for padding rows.
-            validate: check shapes and devices first, and on the CPU also the values (class ids in
-                range, finite GT boxes). On a GPU the value checks would cost a host sync, so they
-                are left to the ops there (the CUDA op asserts class ids on the device).
+            validate: check shapes, dtypes and devices first (free: no host sync), and the values
+                (class ids in range, finite GT boxes) as ``check_values`` says.
 
         Returns:
             :class:`AssignResult`.
@@ -176,7 +183,7 @@ class SimOTAAssigner:
                 gt_boxes,
                 gt_classes,
                 gt_mask,
-                values=getattr(pred_boxes, "device", None) == torch.device("cpu"),
+                values=self._check_values_on(getattr(pred_boxes, "device", None)),
             )
         from .ops.simota import simota_assign  # the dispatching wrapper
 
@@ -193,6 +200,11 @@ class SimOTAAssigner:
             backend=self.backend,
         )
         return AssignResult(fg, matched, iou, fg.sum(dim=1))
+
+    def _check_values_on(self, device) -> bool:
+        if self.check_values is None:  # auto: where the checks cost no host sync
+            return device == torch.device("cpu")
+        return self.check_values
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()

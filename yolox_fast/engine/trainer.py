@@ -149,7 +149,8 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as the official trainer; one tuning per multiscale size
 
-        assigner = SimOTAAssigner(len(self.class_names), cfg.simota, backend=cfg.assigner_backend)
+        # The data layer checks the labels (TrainAugmentDataset, in the loader workers): no per-step value check.
+        assigner = SimOTAAssigner(len(self.class_names), cfg.simota, backend=cfg.assigner_backend, check_values=False)
         model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
         if cfg.weights and resume_from is None:
             self._load_weights(model, cfg.weights)
