@@ -205,6 +205,19 @@ def test_empty_datasets_raise(tmp_path):
         YOLODetection(tmp_path / "yolo")
 
 
+def test_datasets_without_any_box_raise(tmp_path):
+    """An empty 'annotations' list (typically the wrong file) trains on nothing: refused at construction."""
+    image_dir, ann_file = write_coco(tmp_path, [])
+    with pytest.raises(ValueError, match=r"instances.json: none of the 2 images has a box .*wrong annotation file"):
+        COCODetection(image_dir, ann_file)
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5], iscrowd=1)])
+    with pytest.raises(ValueError, match="none of the 2 images has a box"):
+        COCODetection(image_dir, ann_file)  # crowd boxes are skipped: nothing left
+    images = write_yolo(tmp_path / "yolo", {"a": "", "b": ""})
+    with pytest.raises(ValueError, match="none of the 2 images has a box"):
+        YOLODetection(images)
+
+
 def test_cache_images_gives_the_same_items(synthetic):
     plain = COCODetection(synthetic["train_images"], synthetic["train_ann"])
     cached = COCODetection(synthetic["train_images"], synthetic["train_ann"], cache_images=True)

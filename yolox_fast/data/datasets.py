@@ -16,7 +16,8 @@ Checks (``report`` keeps the counts and the first examples; nothing is dropped s
 - boxes reaching outside the image are clipped and counted; boxes of zero width or height (as given,
   or after clipping) are skipped and counted;
 - unknown category ids, malformed annotations and malformed YOLO label lines raise a ``ValueError``
-  naming the annotation id or ``file:line``; a dataset without images raises.
+  naming the annotation id or ``file:line``; a dataset without images raises, and so does one without
+  a single box (nothing to learn or to evaluate against: typically the wrong annotation file).
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.report.source}: the dataset has no images\n{self.report}")
         self.report.num_images = len(self.records)
         self.report.num_boxes = sum(len(r.classes) for r in self.records)
+        if self.report.num_boxes == 0:
+            raise ValueError(f"{self.report.source}: none of the {len(self.records)} images has a box (no usable "
+                             f"annotation): probably the wrong annotation file or label folder\n{self.report}")
         (logger.warning if self.report.has_problems else logger.info)("%s", self.report)
         if cache_images:
             self.cache_images()
