@@ -80,6 +80,7 @@ class TrainConfig:
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
     synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
     cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
+    skip_bad_images: bool = _opt(False, _BOOL, "skip and count empty or truncated training images (default: stop)")
 
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
