@@ -83,8 +83,9 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
                                    image_size=cfg.synthetic_size) if ctx.is_main else None)
         cfg = cfg.updated({"coco_images": str(info["train_images"]), "coco_ann": str(info["train_ann"]),
                            "val_images": str(info["val_images"]), "val_ann": str(info["val_ann"])})
+    bad_images = "skip" if cfg.skip_bad_images else "error"
     if cfg.coco_images:
-        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
+        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images, bad_images=bad_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
     root = Path(cfg.yolo_dir).expanduser()
@@ -95,7 +96,7 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     names = cfg.class_names
     if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
         names = names[0]
-    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images)
+    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
     val_dir = first_existing(root, YOLO_VAL_DIRS)
     val = None
     if val_dir is not None:

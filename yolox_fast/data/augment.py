@@ -17,6 +17,10 @@ input_size, mosaic on/off)``: not on worker count, worker assignment, prefetchin
 :meth:`TrainAugmentDataset.set_epoch` at the start of each epoch (as with ``DistributedSampler``).
 With ``seed=None`` every call draws fresh OS entropy (not reproducible).
 
+Every item's labels are checked here, on the CPU in the loader workers (:func:`check_labels`: class ids
+in range, finite boxes), so that the training step's label assigner needs no value checks (on a GPU
+each would cost a host sync per step).
+
 The mutable state (epoch, mosaic on/off, input size) lives in a small shared-memory tensor, so that
 ``set_epoch``, ``close_mosaic`` and ``input_size = ...`` also reach DataLoader workers started earlier
 (``persistent_workers=True``); the other attributes (probabilities, ranges) are copied into the workers
@@ -157,6 +161,7 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
             img, targets = T.resize_to_fit(img, targets, size)
         canvas, labels = T.train_transform(img, targets, rng, size, self.hsv_prob, self.flip_prob, self.max_labels,
                                            self.min_box_size)
+        check_labels(labels, self.dataset.num_classes, f"item {index} (image id {image_id})")
         image = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32))
         return image, torch.from_numpy(labels), int(image_id)
 
@@ -171,6 +176,24 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
         img, targets = T.random_affine(canvas, targets, rng, size, self.degrees, self.translate, self.mosaic_scale,
                                        self.shear, self.min_area_ratio)
         return img, targets, image_ids[0]
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` when training labels cannot be assigned.
+
+    ``labels``: ``[N, 5]`` = ``(class, cx, cy, w, h)`` with all-zero padding rows. Real rows need an
+    integer class id in ``[0, num_classes)`` and finite box values (what the label assigner relies on).
+    """
+    real = labels.any(axis=1)
+    finite = np.isfinite(labels).all(axis=1)
+    cls = labels[:, 0]
+    bad = np.flatnonzero(real & ~finite)
+    if bad.size:
+        raise ValueError(f"{where}: label row {int(bad[0])} is not finite: {labels[bad[0]].tolist()}")
+    bad = np.flatnonzero(real & ((cls < 0) | (cls >= num_classes) | (cls != np.round(cls))))
+    if bad.size:
+        raise ValueError(f"{where}: label row {int(bad[0])} has class id {cls[bad[0]]:g}, "
+                         f"outside [0, {num_classes})")
 
 
 def collate(batch) -> tuple[torch.Tensor, torch.Tensor, list[int]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import PRESETS, canonical_name
+from ..ops.simota_variant import DEFAULT_VARIANT, VARIANTS
 
 #: Training settings that the official experiment files of the small models change from the defaults
 #: (exps/default/yolox_nano.py, yolox_tiny.py): sizes 320-640 for multiscale, a milder mosaic scale, and
@@ -79,6 +80,7 @@ class TrainConfig:
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
     synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
     cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
+    skip_bad_images: bool = _opt(False, _BOOL, "skip and count empty or truncated training images (default: stop)")
 
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
@@ -86,7 +88,7 @@ class TrainConfig:
     freeze: list[str] | None = _opt(
         None, _STR_LIST, "keep the parameters whose names start with these fixed (e.g. backbone.backbone.stem)"
     )
-    simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
+    simota: str = _opt(DEFAULT_VARIANT, _STR, f"SimOTA variant: {' or '.join(VARIANTS)} (see ops.simota_variant)")
     assigner_backend: str | None = _opt(None, _STR, "force an assigner backend (cuda, cpu, triton, torch, reference)")
 
     # -- schedule and optimiser ----------------------------------------------------------------------------
@@ -218,8 +220,8 @@ class TrainConfig:
             raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
         if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:
             raise ValueError(f"random_size must be (low, high) with 1 <= low <= high, got {self.random_size}")
-        if self.simota not in ("seed", "center"):
-            raise ValueError(f"simota must be 'seed' or 'center', got {self.simota!r}")
+        if self.simota not in VARIANTS:
+            raise ValueError(f"simota must be one of {', '.join(VARIANTS)}, got {self.simota!r}")
         if bool(self.coco_images) != bool(self.coco_ann):
             raise ValueError("COCO data needs both coco_images and coco_ann")
         if bool(self.val_images) != bool(self.val_ann):

@@ -35,11 +35,6 @@ from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
 #: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
 Evaluator = Callable[[torch.nn.Module], dict]
 
-SIMOTA_VARIANTS = {
-    "seed": {"center_radius": 2.5, "candidates": "box_or_center"},
-    "center": {"center_radius": 1.5, "candidates": "center"},
-}
-
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and all GPUs)."""
@@ -154,7 +149,8 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as the official trainer; one tuning per multiscale size
 
-        assigner = SimOTAAssigner(len(self.class_names), backend=cfg.assigner_backend, **SIMOTA_VARIANTS[cfg.simota])
+        # The data layer checks the labels (TrainAugmentDataset, in the loader workers): no per-step value check.
+        assigner = SimOTAAssigner(len(self.class_names), cfg.simota, backend=cfg.assigner_backend, check_values=False)
         model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
         if cfg.weights and resume_from is None:
             self._load_weights(model, cfg.weights)

@@ -22,15 +22,12 @@ Decisions the official code leaves open, fixed here and followed by every backen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from .simota_variant import SEED, SimOTAVariant
+
 __all__ = [
-    "SEED",
-    "CENTER",
-    "SimOTAVariant",
     "box_cxcywh_to_xyxy",
     "pairwise_iou",
     "anchor_centers",
@@ -45,35 +42,6 @@ __all__ = [
     "batched_nms",
     "postprocess",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# SimOTA variants
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SimOTAVariant:
-    """The knobs that differ between the released-weights SimOTA and the 2023 upstream one.
-
-    Attributes:
-        center_radius: half side of the centre square, in strides.
-        candidates: ``"box_or_center"`` (an anchor is a candidate when its centre lies inside some GT
-            box or inside some GT's centre square) or ``"center"`` (inside some centre square only).
-        penalty: cost added to a (GT, anchor) pair that fails the geometry test.
-    """
-
-    center_radius: float = 2.5
-    candidates: str = "box_or_center"
-    penalty: float = 1e5
-
-
-#: The SimOTA the released YOLOX weights were trained with (the seed's): r = 2.5, box OR centre, 1e5.
-SEED = SimOTAVariant(2.5, "box_or_center", 1e5)
-#: Upstream YOLOX since January 2023: r = 1.5, centre square only, 1e6.
-CENTER = SimOTAVariant(1.5, "center", 1e6)
-
-CANDIDATE_MODES = ("box_or_center", "center")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,8 +94,7 @@ def candidate_masks(
     gt_boxes: torch.Tensor,
     centers: torch.Tensor,
     strides: torch.Tensor,
-    center_radius: float = 2.5,
-    candidates: str = "box_or_center",
+    variant: SimOTAVariant,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The centre prior of SimOTA for one image.
 
@@ -135,16 +102,14 @@ def candidate_masks(
         gt_boxes: ``[G, 4]`` cx, cy, w, h.
         centers: ``[A, 2]`` anchor centres (see :func:`anchor_centers`).
         strides: ``[A]`` stride of each anchor.
-        center_radius: half side of the centre square in strides.
-        candidates: ``"box_or_center"`` (seed) or ``"center"`` (upstream 2023).
+        variant: its ``center_radius`` (half side of the centre square in strides) and ``candidates`` rule
+            (see :mod:`yolox_fast.ops.simota_variant`).
 
     Returns:
         ``candidate [A]`` bool: the anchors SimOTA considers at all;
         ``geometry [G, A]`` bool: pairs that escape the cost penalty
         (in box AND in centre square for the seed, in centre square for ``center``).
     """
-    if candidates not in CANDIDATE_MODES:
-        raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
     gt = gt_boxes.float()
     x = centers[None, :, 0]  # [1, A]
     y = centers[None, :, 1]
@@ -155,16 +120,16 @@ def candidate_masks(
     in_box = box_deltas.min(dim=-1).values > 0.0  # [G, A]
 
     # Inside the square of half side center_radius * stride around the GT centre.
-    radius = center_radius * strides.float()[None, :]  # [1, A]
+    radius = variant.center_radius * strides.float()[None, :]  # [1, A]
     center_deltas = torch.stack([x - (cx - radius), y - (cy - radius), (cx + radius) - x, (cy + radius) - y], 2)
     in_center = center_deltas.min(dim=-1).values > 0.0  # [G, A]
 
-    if candidates == "box_or_center":
-        candidate = in_box.any(dim=0) | in_center.any(dim=0)
-        geometry = in_box & in_center
-    else:
+    if variant.center_only:
         candidate = in_center.any(dim=0)
         geometry = in_center
+    else:
+        candidate = in_box.any(dim=0) | in_center.any(dim=0)
+        geometry = in_box & in_center
     return candidate, geometry
 
 
@@ -186,7 +151,7 @@ def simota_cost(
         gt_boxes: ``[G, 4]`` cx, cy, w, h.
         gt_classes: ``[G]`` integer class ids in ``[0, C)``.
         geometry: ``[G, U]`` bool, pairs that escape the penalty.
-        penalty: 1e5 (seed) or 1e6 (upstream).
+        penalty: the variant's penalty (:mod:`yolox_fast.ops.simota_variant`).
 
     Returns:
         ``cost [G, U]`` float32 and ``iou [G, U]`` float32.
@@ -281,7 +246,7 @@ def simota_assign_image(
         strides: ``[A]`` stride of each anchor.
         gt_boxes: ``[G, 4]`` cx, cy, w, h (no padding rows).
         gt_classes: ``[G]`` integer class ids.
-        variant: :data:`SEED` or :data:`CENTER` (or any :class:`SimOTAVariant`).
+        variant: a :class:`~yolox_fast.ops.simota_variant.SimOTAVariant` (default: the seed's).
 
     Returns:
         ``fg_mask [A]`` bool, ``matched_gt [A]`` int64 (-1 background), ``matched_iou [A]`` float32
@@ -296,7 +261,7 @@ def simota_assign_image(
         return fg_mask, matched_gt, matched_iou
 
     centers = anchor_centers(grids, strides)
-    candidate, geometry = candidate_masks(gt_boxes, centers, strides, variant.center_radius, variant.candidates)
+    candidate, geometry = candidate_masks(gt_boxes, centers, strides, variant)
     cand_idx = candidate.nonzero().squeeze(1)
     if cand_idx.numel() == 0:
         return fg_mask, matched_gt, matched_iou
