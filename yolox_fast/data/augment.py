@@ -184,8 +184,15 @@ def collate(batch, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tens
     """
     images, labels, image_ids = zip(*batch, strict=True)
     first = images[0]
-    layout = torch.channels_last if channels_last and first.dim() == 3 else torch.contiguous_format
-    out = torch.empty((len(images), *first.shape), dtype=first.dtype, memory_format=layout)
-    for slot, image in zip(out, images, strict=True):
-        slot.copy_(image)
+    if channels_last and first.dim() == 3:
+        # Copy as [H, W, C] arrays with NumPy: a plain memcpy per item. (torch's copy_ of the [C, H, W] views
+        # took 11-16 ms per 640x640 item here against 0.6 ms: strided iteration, and two OpenMP threads
+        # fighting for a busy core.)
+        out = torch.empty((len(images), *first.shape[1:], first.shape[0]), dtype=first.dtype)
+        slots = out.numpy()
+        for k, image in enumerate(images):
+            slots[k] = image.permute(1, 2, 0).numpy()
+        out = out.permute(0, 3, 1, 2)
+    else:
+        out = torch.stack(images)
     return out, torch.stack(labels), [int(i) for i in image_ids]
