@@ -401,7 +401,7 @@ def test_augmented_coco128_items_shapes_and_boxes_inside():
     counts = []
     for i in range(12):
         img, labels, image_id = aug[i]
-        assert img.shape == (3, 256, 320) and img.dtype == torch.float32
+        assert img.shape == (3, 256, 320) and img.dtype == torch.uint8
         assert 0 <= float(img.min()) and float(img.max()) <= 255
         assert image_id == ds.image_ids[i]
         counts.append(assert_labels_valid(labels, (256, 320), 80, 120))
@@ -492,9 +492,14 @@ def test_input_size_is_settable(synthetic_train):
 
 def test_collate(synthetic_train):
     aug = TrainAugmentDataset(synthetic_train, input_size=64, seed=0, max_labels=10)
-    images, labels, ids = collate([aug[0], aug[1], aug[2]])
-    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.float32
+    items = [aug[0], aug[1], aug[2]]
+    images, labels, ids = collate(items)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.uint8
+    assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     assert labels.shape == (3, 10, 5) and ids == [1, 2, 3]
+    nchw, _, _ = collate(items, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, images)
+    assert torch.equal(images[1], items[1][0])
 
 
 def test_check_labels_names_the_row():

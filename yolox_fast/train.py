@@ -159,11 +159,9 @@ def run(argv: list[str] | None = None) -> dict:
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        from .data import collate
-
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
                           evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
-                          collate_fn=collate, resume_from=resume_path, checkpoint=checkpoint)
+                          resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
             trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")

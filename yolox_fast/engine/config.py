@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import PRESETS, canonical_name
+from ..models.layout import LAYOUT_MODES
 from ..ops.simota_variant import DEFAULT_VARIANT, VARIANTS
 
 #: Training settings that the official experiment files of the small models change from the defaults
@@ -104,6 +105,10 @@ class TrainConfig:
     ema: bool = _opt(True, _BOOL, "keep an exponential moving average of the weights (evaluated and saved)")
     ema_decay: float = _opt(0.9998, _FLOAT, "EMA decay; ramped as decay * (1 - exp(-updates / 2000))")
     amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (ignored on the CPU)")
+    amp_dtype: str = _opt("auto", _STR, "AMP precision: auto (bf16 where the GPU has it, else fp16), bf16 or fp16")
+    channels_last: str = _opt("auto", _STR, "memory layout of model and batches: auto (the faster one for the "
+                                            "device, models/layout.py), on or off")
+    compile: bool = _opt(False, _BOOL, "torch.compile the model with its loss (no gain measured on the CPU)")
 
     # -- input size ---------------------------------------------------------------------------------
     img_size: int | None = _opt(None, _INT, "training input size (default: the model's, 416 or 640)")
@@ -222,6 +227,10 @@ class TrainConfig:
             raise ValueError(f"random_size must be (low, high) with 1 <= low <= high, got {self.random_size}")
         if self.simota not in VARIANTS:
             raise ValueError(f"simota must be one of {', '.join(VARIANTS)}, got {self.simota!r}")
+        if self.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise ValueError(f"amp_dtype must be auto, bf16 or fp16, got {self.amp_dtype!r}")
+        if self.channels_last not in LAYOUT_MODES:
+            raise ValueError(f"channels_last must be one of {', '.join(LAYOUT_MODES)}, got {self.channels_last!r}")
         if bool(self.coco_images) != bool(self.coco_ann):
             raise ValueError("COCO data needs both coco_images and coco_ann")
         if bool(self.val_images) != bool(self.val_ann):

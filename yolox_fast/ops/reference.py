@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .box_coding import decode_boxes, encode_boxes
 from .simota_variant import SEED, SimOTAVariant
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "simota_assign_image",
     "simota_assign",
     "loss_targets_image",
+    "yolox_loss",
     "decode_outputs",
     "nms",
     "batched_nms",
@@ -346,18 +348,72 @@ def loss_targets_image(
     idx = matched_gt[fg_mask]
     cls = F.one_hot(gt_classes[idx].long(), num_classes).float() * matched_iou[fg_mask, None]
     reg = gt_boxes[idx].float()
-    s = strides[fg_mask].float()
-    g = grids[fg_mask].float()
-    l1 = torch.stack(
-        [
-            reg[:, 0] / s - g[:, 0],
-            reg[:, 1] / s - g[:, 1],
-            torch.log(reg[:, 2] / s + 1e-8),
-            torch.log(reg[:, 3] / s + 1e-8),
-        ],
-        dim=1,
-    )
+    l1 = encode_boxes(reg, grids[fg_mask].float(), strides[fg_mask].float())
     return {"cls": cls, "reg": reg, "obj": fg_mask.float()[:, None], "l1": l1}
+
+
+def yolox_loss(
+    raw: torch.Tensor,
+    grids: torch.Tensor,
+    strides: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    use_l1: bool = False,
+    variant: SimOTAVariant = SEED,
+    reg_weight: float = 5.0,
+) -> dict[str, torch.Tensor]:
+    """The official YOLOX loss of a batch, image by image (``YOLOXHead.get_losses``).
+
+    Args:
+        raw: ``[B, A, 5 + C]`` raw head output (box offsets, objectness logit, class logits).
+        grids: ``[A, 2]``; strides: ``[A]``.
+        labels: ``[B, N, 5]`` class, cx, cy, w, h in input pixels; all-zero rows are padding.
+        num_classes: C.
+        use_l1: add the L1 term (the official no-augmentation epochs).
+        variant: the SimOTA variant of the assignment.
+        reg_weight: weight of the IoU term.
+
+    Returns:
+        ``total_loss``, ``iou_loss`` (times ``reg_weight``), ``l1_loss``, ``conf_loss``, ``cls_loss``, each
+        summed over the batch's foreground anchors (objectness: all anchors) and divided by
+        ``max(num_fg, 1)``, and ``num_fg`` (foreground anchors per GT). The IoU of a matched pair is
+        :func:`pairwise_iou` (the official ``IOUloss`` adds ``1e-16`` to the union instead: equal within
+        float rounding for real boxes).
+    """
+    pred_boxes = decode_boxes(raw[..., :4], grids, strides)
+    fg_masks, reg_t, cls_t, l1_t = [], [], [], []
+    num_gts = 0
+    for b in range(raw.shape[0]):
+        valid = (labels[b] != 0).any(dim=-1)
+        gt_boxes, gt_classes = labels[b][valid, 1:5].float(), labels[b][valid, 0].long()
+        num_gts += gt_boxes.shape[0]
+        fg, matched, iou = simota_assign_image(
+            pred_boxes[b].detach(), raw[b, :, 5:].detach(), raw[b, :, 4:5].detach(), grids, strides, gt_boxes,
+            gt_classes, variant,
+        )
+        targets = loss_targets_image(fg, matched, iou, gt_boxes, gt_classes, grids, strides, num_classes)
+        fg_masks.append(fg)
+        reg_t.append(targets["reg"])
+        cls_t.append(targets["cls"])
+        l1_t.append(targets["l1"])
+    fg = torch.cat(fg_masks)
+    num_fg = max(int(fg.sum()), 1)
+    flat = raw.reshape(-1, raw.shape[-1])
+    pred = pred_boxes.reshape(-1, 4)[fg]
+    reg = torch.cat(reg_t)
+    iou = pairwise_iou(pred, reg).diagonal() if len(reg) else pred.new_zeros(0)
+    loss_iou = (1 - iou**2).sum() / num_fg
+    loss_obj = F.binary_cross_entropy_with_logits(flat[:, 4], fg.to(flat.dtype), reduction="sum") / num_fg
+    loss_cls = F.binary_cross_entropy_with_logits(flat[fg, 5:], torch.cat(cls_t), reduction="sum") / num_fg
+    loss_l1 = F.l1_loss(flat[fg, :4], torch.cat(l1_t), reduction="sum") / num_fg if use_l1 else flat.new_zeros(())
+    return {
+        "total_loss": reg_weight * loss_iou + loss_obj + loss_cls + loss_l1,
+        "iou_loss": reg_weight * loss_iou,
+        "l1_loss": loss_l1,
+        "conf_loss": loss_obj,
+        "cls_loss": loss_cls,
+        "num_fg": fg.sum().float() / max(num_gts, 1),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,11 +427,8 @@ def decode_outputs(raw: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor
     ``xy = (t_xy + grid) * stride``, ``wh = exp(t_wh) * stride``; objectness and class logits go through
     a sigmoid unless ``sigmoid=False`` (the model's eval forward already applied it).
     """
-    s = strides.to(raw.dtype)[None, :, None]
-    xy = (raw[..., 0:2] + grids.to(raw.dtype)[None]) * s
-    wh = torch.exp(raw[..., 2:4]) * s
     scores = raw[..., 4:].sigmoid() if sigmoid else raw[..., 4:]
-    return torch.cat([xy, wh, scores], dim=-1)
+    return torch.cat([decode_boxes(raw[..., :4], grids, strides), scores], dim=-1)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
