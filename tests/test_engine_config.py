@@ -85,3 +85,24 @@ def test_errors_name_the_setting(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         parse(["--config", str(tmp_path / "list.yaml")])
+
+
+def test_multiscale_sizes_follow_the_requested_img_size():
+    """Issue 9.5: the presets' 320-640 range applies at their own 416 input only; elsewhere +- 5 * 32, >= 32."""
+    assert parse([*COCO, "--model", "nano"]).multiscale_sizes() == (320, 640)  # official nano / tiny
+    assert parse([*COCO, "--model", "yolox-s"]).multiscale_sizes() == (480, 800)  # 640 +- 160
+    small = parse([*COCO, "--model", "nano", "--img-size", "160"])
+    assert small.random_size is None and small.multiscale_sizes() == (32, 320)
+    assert parse([*COCO, "--model", "tiny", "--img-size", "320"]).multiscale_sizes() == (160, 480)
+    assert parse([*COCO, "--img-size", "160", "--multiscale-range", "2"]).multiscale_sizes() == (96, 224)
+    assert parse([*COCO, "--img-size", "160", "--random-size", "3", "6"]).multiscale_sizes() == (96, 192)
+
+
+def test_help_states_each_default_once():
+    """Issue 9.10: no "(default: auto) (default: auto)"; every setting's help gives its default exactly once."""
+    parser = build_parser()
+    text = parser.format_help()
+    assert "(default: auto)" not in text
+    for action in parser._actions:
+        if action.dest not in ("help", "config", "resume", "stop_after_epoch", "exist_ok", "debug"):
+            assert action.help.count("default") == 1, (action.dest, action.help)

@@ -171,12 +171,14 @@ class Trainer:
 
         self.loader = self._build_loader(collate_fn)
         self.iters_per_epoch = len(self.loader)
+        # A run shorter than the no-aug phase is all no-aug (``--epochs 1`` alone works); said in the header.
+        self.no_aug_epochs = min(cfg.no_aug_epochs, cfg.epochs)
         self.schedule = WarmCosineSchedule(
             cfg.lr_per_image * cfg.batch_size,
             self.iters_per_epoch,
             cfg.epochs,
             cfg.warmup_epochs,
-            cfg.no_aug_epochs,
+            self.no_aug_epochs,
             cfg.warmup_lr,
             cfg.min_lr_ratio,
         )
@@ -277,7 +279,12 @@ class Trainer:
                 "current batch size and dataset; the learning-rate schedule continues from the latter"
             )
         self.best_ap = float(ckpt.get("best_ap", -1.0))
-        self.input_size = tuple(ckpt.get("input_size", self.base_size))
+        # Continue at the size the run had drawn only when it is still one this run's settings can draw:
+        # --no-multiscale or another --img-size on resume start from the (new) base size.
+        drawn = tuple(ckpt.get("input_size", self.base_size))
+        low, high = self.cfg.multiscale_sizes()
+        if self.cfg.multiscale and low <= drawn[0] <= high and low <= drawn[1] <= high:
+            self.input_size = drawn
         if ckpt.get("multiscale_rng") is not None:
             version, internal, gauss = ckpt["multiscale_rng"]
             self.size_rng.setstate((version, tuple(internal), gauss))
@@ -291,6 +298,12 @@ class Trainer:
             )
             seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
         self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far {max(self.best_ap, 0):.4f})")
+        old_epochs = int((ckpt.get("config") or {}).get("epochs", self.cfg.epochs))
+        if old_epochs != self.cfg.epochs:
+            self.log(
+                f"schedule changed from {old_epochs} to {self.cfg.epochs} epochs: the cosine learning rate and the "
+                f"no-aug phase are recomputed for {self.cfg.epochs} epochs ({self._no_aug_phase()})"
+            )
 
     # -- phases -----------------------------------------------------------------------------------------
     @property
@@ -301,9 +314,16 @@ class Trainer:
         epoch before the learning rate goes flat, so ``no_aug_epochs + 1`` epochs run without it; this
         trainer does the same. ``no_aug_epochs = 0`` turns the phase off.
         """
-        if self.cfg.no_aug_epochs <= 0:
+        if self.no_aug_epochs <= 0:
             return self.cfg.epochs
-        return max(self.cfg.epochs - self.cfg.no_aug_epochs - 1, 0)
+        return max(self.cfg.epochs - self.no_aug_epochs - 1, 0)
+
+    def _no_aug_phase(self) -> str:
+        """The no-aug phase in words, for the log."""
+        start = self.no_aug_start_epoch
+        if start >= self.cfg.epochs:
+            return "no no-aug phase"
+        return f"no mosaic/mixup, L1 loss from epoch {start + 1} to {self.cfg.epochs}"
 
     def _enter_epoch(self, epoch: int) -> None:
         self.loader.sampler.set_epoch(epoch)
@@ -330,14 +350,19 @@ class Trainer:
         """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
         size = None
         if self.ctx.is_main:
-            if self.cfg.random_size is not None:
-                low, high = self.cfg.random_size
-            else:
-                base = self.cfg.img_size // 32
-                low, high = max(base - self.cfg.multiscale_range, 1), base + self.cfg.multiscale_range
-            side = 32 * self.size_rng.randint(low, high)
+            low, high = self.cfg.multiscale_sizes()
+            side = 32 * self.size_rng.randint(low // 32, high // 32)
             size = (side, side)
         return tuple(dist_utils.broadcast_object(size))
+
+    def _input_sizes(self) -> str:
+        """The training input sizes actually used, for the header."""
+        if not self.cfg.multiscale:
+            return f"input {self.input_size[0]}"
+        low, high = self.cfg.multiscale_sizes()
+        now = f", now {self.input_size[0]}" if self.input_size != self.base_size else ""
+        return (f"input {low}-{high} (multiscale around {self.cfg.img_size}, redrawn every "
+                f"{self.cfg.multiscale_interval} iterations{now})")
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -483,10 +508,12 @@ class Trainer:
             f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
-            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
-            f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
-            f"output {self.output_dir}"
+            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, "
+            f"AMP {'on' if self.use_amp else 'off'}; output {self.output_dir}"
         )
+        if self.no_aug_epochs < cfg.no_aug_epochs:
+            self.log(f"note: no_aug_epochs {cfg.no_aug_epochs} is more than the run's {cfg.epochs} epochs; "
+                     f"clamped to {self.no_aug_epochs} ({self._no_aug_phase()})")
         if self.start_epoch >= cfg.epochs:
             self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
         last_metrics = None
