@@ -377,6 +377,36 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+def _derived_on_resume(saved: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Which of a saved run's settings were derived (not chosen): ``{setting: the settings it follows}``."""
+    derived = {}
+    if saved.get("test_size") is not None and saved.get("test_size") == saved.get("img_size"):
+        derived["test_size"] = ("img_size",)
+    try:
+        name = canonical_name(saved.get("model", TrainConfig.model))
+    except ValueError:
+        return derived
+    preset_range = TRAIN_PRESETS.get(name, {}).get("random_size")
+    saved_range = saved.get("random_size")
+    if (preset_range is not None and saved_range is not None and tuple(saved_range) == tuple(preset_range)
+            and saved.get("img_size") == PRESETS[name]["input_size"]):
+        derived["random_size"] = ("img_size", "model")
+    return derived
+
+
+def resume_settings(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A stopped run's saved settings to resume with, before the ``given`` ones (file, command line) override them.
+
+    Settings the run derived from one that ``given`` now changes are left out so they are derived again
+    (``--img-size 320`` on resume also moves the evaluation size and the multiscale range, unless those were
+    chosen explicitly).
+    """
+    given = {k.replace("-", "_"): v for k, v in given.items()}
+    drop = {name for name, sources in _derived_on_resume(saved).items()
+            if name not in given and any(s in given and given[s] != saved.get(s) for s in sources)}
+    return {k: v for k, v in saved.items() if k not in drop}
+
+
 def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults < demo defaults (when no dataset is named anywhere) < config file < command line, resolved."""
     file_values, cli_values = file_values or {}, cli_values or {}

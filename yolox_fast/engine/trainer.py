@@ -186,6 +186,7 @@ class Trainer:
         self.input_size = self.base_size
         self.size_rng = random.Random(cfg.seed)  # drawn on rank 0 only, then broadcast
         self.start_epoch = 0
+        self.epochs_saved = 0  # epochs done as of the newest latest.pt (what an interrupted run resumes from)
         self.iteration = 0
         self.best_ap = -1.0
         self.last_table = None
@@ -270,7 +271,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.use_amp and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self.epochs_saved = int(ckpt["epoch"])
         # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
         self.iteration = self.start_epoch * self.iters_per_epoch
         if int(ckpt["iteration"]) != self.iteration:
@@ -489,6 +490,7 @@ class Trainer:
         if self.ctx.is_main:
             latest = self.output_dir / "latest.pt"
             save_checkpoint(state, latest)
+            self.epochs_saved = epoch + 1
             if is_best:
                 copy_checkpoint(latest, self.output_dir / "best.pt")
             if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:
