@@ -409,10 +409,11 @@ class Trainer:
             if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
                 means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
                 if not np.isfinite(means["total_loss"]) and not self.use_amp:
+                    saved = (f"last good checkpoint: {self.output_dir / 'latest.pt'} (epoch {self.epochs_saved})"
+                             if self.epochs_saved else "no checkpoint was written yet")
                     raise FloatingPointError(
                         f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
-                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); last good checkpoint: "
-                        f"{self.output_dir / 'latest.pt'}"
+                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); {saved}"
                     )
                 elapsed = time.perf_counter() - start
                 rate = done * self.cfg.batch_size / elapsed
@@ -490,11 +491,11 @@ class Trainer:
         if self.ctx.is_main:
             latest = self.output_dir / "latest.pt"
             save_checkpoint(state, latest)
-            self.epochs_saved = epoch + 1
             if is_best:
                 copy_checkpoint(latest, self.output_dir / "best.pt")
             if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:
                 copy_checkpoint(latest, self.output_dir / f"epoch_{epoch + 1}.pt")
+        self.epochs_saved = epoch + 1
 
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train from ``start_epoch`` to ``cfg.epochs`` (or stop after epoch ``stop_after_epoch``, 1-based).
