@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import add_debug_flag, run_cli
 from .engine import distributed as dist_utils
 from .engine.checkpoint import find_latest_run, load_checkpoint, resolve_resume_path
 from .engine.config import (
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after epoch N (the schedule still runs to --epochs; resume later)")
     parser.add_argument("--exist-ok", action="store_true",
                         help="let --output-dir be a folder that already holds files (an earlier run's are replaced)")
+    add_debug_flag(parser)
     add_config_arguments(parser)
     return parser
 
@@ -249,13 +251,12 @@ def print_summary(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv)
-    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
-        print(f"yolox_fast.train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    """Entry point; exit status per :mod:`yolox_fast.cli` (2: bad settings or data, 1: training failed)."""
+    return run_cli("yolox_fast.train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    run(argv)
     return 0
 
 
