@@ -203,3 +203,14 @@ def test_no_message_suggests_a_flag_that_does_not_exist(tmp_path):
             if flag not in accepted | others:
                 unknown.setdefault(flag, path.relative_to(REPO).as_posix())
     assert not unknown, f"messages or docs name flags no command has: {unknown}"
+
+
+def test_checkpoints_are_read_in_one_place():
+    """Issue 9.0: every checkpoint load goes through the one reader (models/checkpoint.py, weights_only=True);
+    eval.py and detect.py once called ``torch.load(..., weights_only=False)`` themselves."""
+    loaders = sorted(path.relative_to(REPO).as_posix() for path in (REPO / "yolox_fast").rglob("*.py")
+                     if re.search(r"(?<!`)(torch\.load|pickle\.loads?)\(", path.read_text()))  # calls, not docs
+    assert loaders == ["yolox_fast/models/checkpoint.py"]
+    reader = (REPO / "yolox_fast" / "models" / "checkpoint.py").read_text()
+    calls = re.findall(r"(?<!`)torch\.load\(.*", reader)
+    assert len(calls) == 1 and "weights_only=True" in calls[0] and "weights_only=False" not in reader
