@@ -62,7 +62,7 @@ def _main(argv: list[str]) -> int:
     missing = [flag for flag, value in (("--ckpt", args.ckpt), ("--images", args.images), ("--ann", args.ann))
                if not value]
     if missing:
-        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
+        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (example: {EXAMPLE})")
     if args.batch_size < 1 or args.img_size < 32 or args.img_size % 32:
         parser.error("--batch-size must be >= 1 and --img-size a positive multiple of 32")
     if args.max_images is not None and args.max_images < 1:
@@ -72,7 +72,11 @@ def _main(argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        parser.error(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)")
+    if device_type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: CUDA is not available here; use --device cpu")
 
     # Imported here so that --help and argument errors answer without loading OpenCV and pycocotools.

@@ -190,12 +190,14 @@ class Trainer:
 
         self.loader = self._build_loader(collate_fn)
         self.iters_per_epoch = len(self.loader)
+        # A run shorter than the no-aug phase is all no-aug (``--epochs 1`` alone works); said in the header.
+        self.no_aug_epochs = min(cfg.no_aug_epochs, cfg.epochs)
         self.schedule = WarmCosineSchedule(
             cfg.lr_per_image * cfg.batch_size,
             self.iters_per_epoch,
             cfg.epochs,
             cfg.warmup_epochs,
-            cfg.no_aug_epochs,
+            self.no_aug_epochs,
             cfg.warmup_lr,
             cfg.min_lr_ratio,
         )
@@ -203,6 +205,7 @@ class Trainer:
         self.input_size = self.base_size
         self.size_rng = random.Random(cfg.seed)  # drawn on rank 0 only, then broadcast
         self.start_epoch = 0
+        self.epochs_saved = 0  # epochs done as of the newest latest.pt (what an interrupted run resumes from)
         self.iteration = 0
         self.best_ap = -1.0
         self.last_table = None
@@ -292,7 +295,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.use_amp and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self.epochs_saved = int(ckpt["epoch"])
         # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
         self.iteration = self.start_epoch * self.iters_per_epoch
         if int(ckpt["iteration"]) != self.iteration:
@@ -301,7 +304,12 @@ class Trainer:
                 "current batch size and dataset; the learning-rate schedule continues from the latter"
             )
         self.best_ap = float(ckpt.get("best_ap", -1.0))
-        self.input_size = tuple(ckpt.get("input_size", self.base_size))
+        # Continue at the size the run had drawn only when it is still one this run's settings can draw:
+        # --no-multiscale or another --img-size on resume start from the (new) base size.
+        drawn = tuple(ckpt.get("input_size", self.base_size))
+        low, high = self.cfg.multiscale_sizes()
+        if self.cfg.multiscale and low <= drawn[0] <= high and low <= drawn[1] <= high:
+            self.input_size = drawn
         if ckpt.get("multiscale_rng") is not None:
             version, internal, gauss = ckpt["multiscale_rng"]
             self.size_rng.setstate((version, tuple(internal), gauss))
@@ -315,6 +323,12 @@ class Trainer:
             )
             seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
         self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far {max(self.best_ap, 0):.4f})")
+        old_epochs = int((ckpt.get("config") or {}).get("epochs", self.cfg.epochs))
+        if old_epochs != self.cfg.epochs:
+            self.log(
+                f"schedule changed from {old_epochs} to {self.cfg.epochs} epochs: the cosine learning rate and the "
+                f"no-aug phase are recomputed for {self.cfg.epochs} epochs ({self._no_aug_phase()})"
+            )
 
     # -- phases -----------------------------------------------------------------------------------------
     @property
@@ -325,9 +339,16 @@ class Trainer:
         epoch before the learning rate goes flat, so ``no_aug_epochs + 1`` epochs run without it; this
         trainer does the same. ``no_aug_epochs = 0`` turns the phase off.
         """
-        if self.cfg.no_aug_epochs <= 0:
+        if self.no_aug_epochs <= 0:
             return self.cfg.epochs
-        return max(self.cfg.epochs - self.cfg.no_aug_epochs - 1, 0)
+        return max(self.cfg.epochs - self.no_aug_epochs - 1, 0)
+
+    def _no_aug_phase(self) -> str:
+        """The no-aug phase in words, for the log."""
+        start = self.no_aug_start_epoch
+        if start >= self.cfg.epochs:
+            return "no no-aug phase"
+        return f"no mosaic/mixup, L1 loss from epoch {start + 1} to {self.cfg.epochs}"
 
     def _enter_epoch(self, epoch: int) -> None:
         self.loader.sampler.set_epoch(epoch)
@@ -354,14 +375,19 @@ class Trainer:
         """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
         size = None
         if self.ctx.is_main:
-            if self.cfg.random_size is not None:
-                low, high = self.cfg.random_size
-            else:
-                base = self.cfg.img_size // 32
-                low, high = max(base - self.cfg.multiscale_range, 1), base + self.cfg.multiscale_range
-            side = 32 * self.size_rng.randint(low, high)
+            low, high = self.cfg.multiscale_sizes()
+            side = 32 * self.size_rng.randint(low // 32, high // 32)
             size = (side, side)
         return tuple(dist_utils.broadcast_object(size))
+
+    def _input_sizes(self) -> str:
+        """The training input sizes actually used, for the header."""
+        if not self.cfg.multiscale:
+            return f"input {self.input_size[0]}"
+        low, high = self.cfg.multiscale_sizes()
+        now = f", now {self.input_size[0]}" if self.input_size != self.base_size else ""
+        return (f"input {low}-{high} (multiscale around {self.cfg.img_size}, redrawn every "
+                f"{self.cfg.multiscale_interval} iterations{now})")
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -408,10 +434,11 @@ class Trainer:
             if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
                 means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
                 if not np.isfinite(means["total_loss"]) and not self.use_amp:
+                    saved = (f"last good checkpoint: {self.output_dir / 'latest.pt'} (epoch {self.epochs_saved})"
+                             if self.epochs_saved else "no checkpoint was written yet")
                     raise FloatingPointError(
                         f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
-                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); last good checkpoint: "
-                        f"{self.output_dir / 'latest.pt'}"
+                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); {saved}"
                     )
                 elapsed = time.perf_counter() - start
                 rate = done * self.cfg.batch_size / elapsed
@@ -493,6 +520,7 @@ class Trainer:
                 copy_checkpoint(latest, self.output_dir / "best.pt")
             if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:
                 copy_checkpoint(latest, self.output_dir / f"epoch_{epoch + 1}.pt")
+        self.epochs_saved = epoch + 1
 
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train from ``start_epoch`` to ``cfg.epochs`` (or stop after epoch ``stop_after_epoch``, 1-based).
@@ -509,11 +537,13 @@ class Trainer:
             f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
-            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
-            f"{' (multiscale)' if cfg.multiscale else ''}, AMP {amp}, "
+            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, AMP {amp}, "
             f"{'channels_last' if self.channels_last else 'contiguous'} layout{', compiled' if cfg.compile else ''}; "
             f"output {self.output_dir}"
         )
+        if self.no_aug_epochs < cfg.no_aug_epochs:
+            self.log(f"note: no_aug_epochs {cfg.no_aug_epochs} is more than the run's {cfg.epochs} epochs; "
+                     f"clamped to {self.no_aug_epochs} ({self._no_aug_phase()})")
         if self.start_epoch >= cfg.epochs:
             self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
         last_metrics = None
