@@ -46,7 +46,7 @@ def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
     assert "no checkpoint to resume from" in capsys.readouterr().err
     (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")
     assert main(["--resume", str(tmp_path)]) == 2
-    assert "corrupt or truncated" in capsys.readouterr().err
+    assert "not a PyTorch checkpoint (text)" in capsys.readouterr().err
     assert main(["--coco-images", str(tmp_path), "--coco-ann", str(tmp_path / "missing.json"), *TINY,
                  "--output-dir", str(tmp_path / "run")]) == 2
     assert "missing.json" in capsys.readouterr().err

@@ -230,7 +230,7 @@ def test_resume_errors(tmp_path):
     with pytest.raises(ValueError, match="resume needs the same classes"):
         Trainer(tiny_config(tmp_path), TinyBoxes(), ["a", "b", "c"], resume_from=tmp_path / "latest.pt")
     (tmp_path / "broken.pt").write_bytes((tmp_path / "latest.pt").read_bytes()[:1000])
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         Trainer(tiny_config(tmp_path), TinyBoxes(), ["red", "blue"], resume_from=tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(tiny_config(tmp_path, batch_size=16), TinyBoxes(), ["red", "blue"])

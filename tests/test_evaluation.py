@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from yolox_fast import evaluate_coco
-from yolox_fast.eval import load_checkpoint
 from yolox_fast.eval import main as eval_main
 from yolox_fast.evaluation import COCOEvaluator
 from yolox_fast.models import build_yolox
-from yolox_fast.models.checkpoint import read_state_dict
+from yolox_fast.models.checkpoint import read_checkpoint, read_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +103,7 @@ def test_cli_reports_missing_annotation_file(shared_data, coco128, tmp_path, cap
     missing = tmp_path / "nope.json"
     rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--images", str(coco128[0]),
                     "--ann", str(missing), "--device", "cpu"])
-    assert rc == 1
+    assert rc == 2  # bad input (yolox_fast.cli policy)
     assert str(missing) in capsys.readouterr().err
 
 
@@ -112,7 +111,7 @@ def test_cli_reports_wrong_model_size(shared_data, coco128, capsys):
     image_dir, ann_file = coco128
     rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--model", "yolox-s",
                     "--images", str(image_dir), "--ann", str(ann_file), "--device", "cpu"])
-    assert rc == 1
+    assert rc == 2  # bad input (yolox_fast.cli policy)
     assert "holds yolox-nano weights, not yolox-s" in capsys.readouterr().err
 
 
@@ -205,7 +204,9 @@ def test_cli_loads_ema_of_training_checkpoint(shared_data, tmp_path):
     raw = {k: torch.zeros_like(v) for k, v in official.items()}
     path = tmp_path / "last.pth"
     torch.save({"model": raw, "ema": {"state_dict": official, "updates": 100}, "epoch": 5}, path)
-    state, which = load_checkpoint(str(path))
-    assert which == "ema" and all(torch.equal(state[k], official[k]) for k in official)
-    state, which = load_checkpoint(str(path), prefer_ema=False)
-    assert which == "model" and torch.equal(state["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])
+    info = read_checkpoint(str(path))
+    assert info.which == "ema" and all(torch.equal(info.state_dict[k], official[k]) for k in official)
+    assert info.model_name == "yolox-nano" and info.num_classes == 80 and info.class_names[0] == "person"
+    info = read_checkpoint(str(path), prefer_ema=False)
+    assert info.which == "model"
+    assert torch.equal(info.state_dict["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])

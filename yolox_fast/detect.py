@@ -13,10 +13,9 @@ import sys
 import cv2
 import torch
 
-from .coco_classes import COCO_CLASSES
+from .cli import add_debug_flag, run_cli
 from .data.preprocess import preprocess, read_image
-from .models import build_yolox, load_official_weights
-from .models.checkpoint import read_state_dict
+from .models.checkpoint import load_model
 from .ops.postprocess import postprocess
 
 
@@ -32,28 +31,27 @@ def draw_detections(img, dets, class_names) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit status per :mod:`yolox_fast.cli`."""
+    return run_cli("yolox_fast.detect", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m yolox_fast.detect", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--ckpt", required=True, help="official ({'model': ...}) or yolox_fast checkpoint")
-    parser.add_argument("--model", default="yolox-nano", help="preset name (default: yolox-nano)")
-    parser.add_argument("--num-classes", type=int, default=None, help="default: from the checkpoint")
+    parser.add_argument("--model", default=None, help="preset name (default: the checkpoint's)")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--conf", type=float, default=0.3)
     parser.add_argument("--nms", type=float, default=0.45)
     parser.add_argument("--class-agnostic", action="store_true")
     parser.add_argument("--save-dir", default=None, help="write annotated images here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
-    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False) if os.path.isfile(args.ckpt) else None
-    if ckpt is None:
-        parser.error(f"checkpoint not found: {args.ckpt}")
-    state = read_state_dict(ckpt)
-    num_classes = args.num_classes or state["head.cls_preds.0.weight"].shape[0]
-    class_names = list(ckpt.get("class_names") or (COCO_CLASSES if num_classes == 80 else range(num_classes)))
-    model = build_yolox(args.model, num_classes)
-    load_official_weights(model, state)
-    model.to(args.device).eval()
+    model, info = load_model(args.ckpt, model_name=args.model)
+    num_classes, class_names = info.num_classes, info.class_names
+    model.to(args.device)
 
     if args.save_dir:
         os.makedirs(args.save_dir, exist_ok=True)

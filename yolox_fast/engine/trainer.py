@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..assigner import SimOTAAssigner
 from ..models import build_yolox, load_official_weights
-from ..models.checkpoint import read_state_dict
+from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint
 from . import distributed as dist_utils
 from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig, save_config_file
@@ -223,19 +223,16 @@ class Trainer:
 
     def _load_weights(self, model: torch.nn.Module, path: str) -> None:
         """Start from ``path`` (official or ours); a different class count keeps all but the class layers."""
-        state = read_state_dict(path, prefer_ema=True)  # our checkpoints: start from the evaluated EMA weights
-        key = "head.cls_preds.0.weight"
-        own = model.state_dict()
-        if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
+        info = read_checkpoint(path, prefer_ema=True)  # our checkpoints: start from the evaluated EMA weights
+        if info.num_classes != model.num_classes:
             self.log(
-                f"{path} was trained for {state[key].shape[0]} classes, this dataset has {own[key].shape[0]}: "
-                "loading everything except the class prediction layers (head.cls_preds.*), which start fresh"
+                f"{path} was trained for {info.num_classes} classes, this dataset has {model.num_classes}: "
+                f"loading everything except the class prediction layers ({CLASS_HEAD_PREFIX}*), which start fresh"
             )
-        try:
-            load_official_weights(model, state, strict=True, allow_new_head=True)
-        except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"cannot start {self.cfg.model} from {path}: {exc}") from exc
-        self.log(f"loaded weights from {path}")
+        if info.model_name is not None and info.model_name != self.cfg.model:
+            raise CheckpointError(f"cannot start {self.cfg.model} from {path}: it holds {info.model_name} weights")
+        load_official_weights(model, info.state_dict, strict=True, new_class_head=True)
+        self.log(f"loaded weights from {path} ({info.which})")
 
     def _freeze(self, model: torch.nn.Module, prefixes: Sequence[str]) -> None:
         """No gradient (and so no optimiser group) for parameters named ``prefix...``; BatchNorm statistics
