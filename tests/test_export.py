@@ -4,6 +4,8 @@ fp16, static batch, metadata, and every error case of the exporter and its comma
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -253,3 +255,60 @@ def test_export_errors(nano_model, tmp_path):
         export_onnx(nano_model, out, SIZE, conf=-1.0, overwrite=True)
     assert out.read_bytes() == b"an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def run_export(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "yolox_fast.export", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def weights(shared_data):
+    path = shared_data / "weights" / "yolox_nano.pth"
+    if not path.is_file():
+        pytest.skip(f"official weights absent: {path}")
+    return path
+
+
+def test_cli_exports_with_class_names_in_metadata(weights, tmp_path):
+    out = tmp_path / "nano.onnx"
+    proc = run_export("--weights", weights, "--output", out, "--conf", "0.01", "--nms-thre", "0.65", "--no-simplify")
+    assert proc.returncode == 0, proc.stderr
+    assert "yolox-nano" in proc.stdout and "416x416" in proc.stdout and "onnx.checker passed" in proc.stdout
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[METADATA_KEY])
+    assert meta["class_names"][:3] == ["person", "bicycle", "car"] and meta["conf"] == 0.01
+    # an existing output is not replaced without --overwrite
+    before = out.read_bytes()
+    proc = run_export("--weights", weights, "--output", out)
+    assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "yolox-q"], "unknown model"),
+    (["--model", "yolox-s"], "holds yolox-nano weights, not yolox-s"),
+    (["--num-classes", "3"], "has 80 classes, not 3"),
+    (["--img-size", "400"], "multiples of 32"),
+    (["--decode", "none"], "add --nms none"),
+    (["--opset", "13"], "opset must be 17"),
+    (["--max-det", "0"], "--max-det must be >= 1"),
+])
+def test_cli_bad_input_exits_2(weights, tmp_path, args, message):
+    proc = run_export("--weights", weights, "--output", tmp_path / "m.onnx", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_bad_files_exit_2(weights, tmp_path):
+    proc = run_export("--weights", tmp_path / "missing.pth", "--output", tmp_path / "m.onnx")
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+    proc = run_export("--weights", weights, "--output", tmp_path / "no" / "m.onnx")
+    assert proc.returncode == 2 and "output folder does not exist" in proc.stderr
+    proc = run_export("--weights", weights, "--output", weights)
+    assert proc.returncode == 2 and "weights file itself" in proc.stderr
