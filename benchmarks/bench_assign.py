@@ -2,6 +2,7 @@
 
     pytest benchmarks/bench_assign.py --benchmark-only                # default shapes (a few minutes on 2 cores)
     YOLOX_FAST_BENCH_ALL=1 pytest benchmarks/bench_assign.py --benchmark-only   # the full grid
+    YOLOX_FAST_BENCH_GPU_ONLY=1 pytest benchmarks/bench_assign.py --benchmark-only   # GPU providers only
 
 Providers: ``reference`` (the official per-image algorithm, yolox_fast/ops/reference.py), ``torch``
 (batched PyTorch), ``cpu`` (the C++ op), and on a GPU ``reference-cuda``, ``torch-cuda``, ``cuda`` (the
@@ -35,6 +36,7 @@ import pytest
 import torch
 from simota_inputs import random_simota_batch
 
+from benchmarks.gpu_targets import GPU_ONLY, SIMOTA_TARGET_SHAPE
 from yolox_fast.ops import backends, simota
 from yolox_fast.ops.simota_variant import DEFAULT_VARIANT, get_variant
 from yolox_fast.ops.simota_variant import VARIANTS as SIMOTA_VARIANTS
@@ -136,6 +138,8 @@ def test_simota_assign(benchmark, shape, provider, variant):
     device = "cuda" if provider in GPU_PROVIDERS else "cpu"
     if device == "cuda" and not HAS_CUDA:
         pytest.skip("needs a CUDA GPU")
+    if GPU_ONLY and (device == "cpu" or (provider == "reference-cuda" and shape != SIMOTA_TARGET_SHAPE)):
+        pytest.skip("YOLOX_FAST_BENCH_GPU_ONLY=1: GPU providers, and the reference only at the target shape")
     if not ALL and (provider, shape) in DEFAULT_SKIP:
         pytest.skip("slow or memory-hungry for the default run; YOLOX_FAST_BENCH_ALL=1 runs it")
     need = _estimated_gb(provider, b, a, g)

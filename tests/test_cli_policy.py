@@ -93,6 +93,10 @@ def coco_train(f) -> list[str]:
     return ["--coco-images", str(f["train_images"]), "--coco-ann", str(f["train_ann"]), *TINY]
 
 
+def an_image(f) -> str:
+    return str(sorted(Path(f["val_images"]).iterdir())[0])
+
+
 def eval_args(f, ckpt, ann=None) -> list[str]:
     return ["--ckpt", str(ckpt), "--images", str(f["val_images"]), "--ann", str(ann or f["val_ann"]),
             "--device", "cpu", "--img-size", "64"]
@@ -127,8 +131,10 @@ BAD_INPUTS = {
     "eval bad device": ("eval", lambda f: [*eval_args(f, f["good"]), "--device", "gpu9"], 2, ["not a device"]),
     "eval wrong class count": ("eval", lambda f: [*eval_args(f, f["good"]), "--num-classes", "80"], 2,
                                ["classes"]),
-    "detect missing checkpoint": ("detect", lambda f: ["--ckpt", "missing.pt", "x.jpg"], 2, ["checkpoint not found"]),
-    "detect text checkpoint (subprocess)": ("detect", lambda f: ["--ckpt", str(f["text"]), "x.jpg"], 2,
+    "detect missing checkpoint": ("detect", lambda f: ["--ckpt", "missing.pt", an_image(f)], 2,
+                                  ["checkpoint not found"]),
+    "detect missing input": ("detect", lambda f: ["--ckpt", str(f["good"]), "x.jpg"], 2, ["not found: x.jpg"]),
+    "detect text checkpoint (subprocess)": ("detect", lambda f: ["--ckpt", str(f["text"]), an_image(f)], 2,
                                ["not a PyTorch checkpoint (text)"]),
 }
 if not torch.cuda.is_available():
