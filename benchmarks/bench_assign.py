@@ -33,9 +33,11 @@ import time
 
 import pytest
 import torch
+from simota_inputs import random_simota_batch
 
-from yolox_fast.ops import backends, reference, simota
-from yolox_fast.ops.simota_inputs import random_simota_batch
+from yolox_fast.ops import backends, simota
+from yolox_fast.ops.simota_variant import DEFAULT_VARIANT, get_variant
+from yolox_fast.ops.simota_variant import VARIANTS as SIMOTA_VARIANTS
 
 ALL = os.environ.get("YOLOX_FAST_BENCH_ALL") == "1"
 HAS_CUDA = torch.cuda.is_available()
@@ -46,7 +48,7 @@ DEFAULT_SHAPES = [(8, 8400, 10), (8, 8400, 120), (16, 8400, 120), (16, 8400, 50)
                   (8, 33600, 120)]
 FULL_SHAPES = [(b, a, g) for b in (1, 8, 16) for a in (8400, 33600) for g in (10, 50, 120, 500)]
 SHAPES = FULL_SHAPES if ALL else DEFAULT_SHAPES
-VARIANTS = ["seed", "center"] if ALL else ["seed"]
+VARIANTS = list(SIMOTA_VARIANTS) if ALL else [DEFAULT_VARIANT]
 
 CPU_PROVIDERS = ["reference", "torch", "cpu"]
 GPU_PROVIDERS = ["reference-cuda", "torch-cuda", "cuda", "triton"]
@@ -143,7 +145,7 @@ def test_simota_assign(benchmark, shape, provider, variant):
     if name not in backends.available_backends(simota.OP, device):
         pytest.skip(f"backend {name!r} is not available on {device}")
 
-    var = reference.SEED if variant == "seed" else reference.CENTER
+    var = get_variant(variant)
     batch = random_simota_batch(b, g, C, a, seed=b * 1000 + g, device=device)
 
     def call():

@@ -119,6 +119,22 @@ def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):
         assert metrics["AP50"] > 0.3
 
 
+def test_skip_bad_images_flag_reaches_the_dataset(tmp_path):
+    """``--skip-bad-images``: a truncated training image is skipped and counted instead of stopping the run."""
+    from test_data import SHARED_IMAGES, ann, truncated_copy, write_coco
+
+    from yolox_fast.engine.distributed import DistContext
+    from yolox_fast.train import build_parser, make_config, prepare_data
+
+    if not (SHARED_IMAGES / "dog.jpg").is_file():
+        pytest.skip(f"dog.jpg not found in {SHARED_IMAGES}")
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])])
+    truncated_copy(SHARED_IMAGES / "dog.jpg", image_dir / "a.png")  # a JPEG cut short, whatever its name
+    argv = ["--coco-images", str(image_dir), "--coco-ann", str(ann_file), "--output-dir", str(tmp_path / "run")]
+    for flags, kept in (([], 2), (["--skip-bad-images"], 1)):
+        cfg = make_config(build_parser().parse_args([*argv, *flags]))[0]
+        _, train, _, _ = prepare_data(cfg, DistContext(), log=lambda *a: None)
+        assert len(train) == kept and train.report["image_bad"] == 2 - kept
 def test_output_dir_of_an_earlier_run_is_refused(tmp_path, capsys):
     """Issue 9.2: a new run never writes into a folder holding an earlier run, unless --exist-ok."""
     out = tmp_path / "run"

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from yolox_fast.engine.checkpoint import load_checkpoint
 from yolox_fast.engine.config import TrainConfig
+from yolox_fast.engine.ema import unwrap
 from yolox_fast.engine.trainer import Trainer, resize_batch
 
 SIZE = 64
@@ -313,3 +314,14 @@ def test_frozen_parameters_stay_fixed(tmp_path):
     assert "frozen: backbone.backbone.stem, head.cls_preds" in (tmp_path / "train.log").read_text()
     with pytest.raises(ValueError, match="freeze: no parameter name starts with 'stem'"):
         Trainer(tiny_config(tmp_path / "b", freeze=["stem"]), TinyBoxes(), ["red", "blue"])
+
+
+def test_training_step_assigns_without_value_checks(tmp_path):
+    """The labels are checked by the data layer; the step's assigner skips its value checks (a host
+    sync per step on a GPU)."""
+    trainer = Trainer(tiny_config(tmp_path), TinyBoxes(), ["red", "blue"])
+    try:
+        assigner = unwrap(trainer.model).head.loss.assigner
+        assert assigner.check_values is False
+    finally:
+        trainer.close()

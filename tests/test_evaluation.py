@@ -138,6 +138,20 @@ def test_missing_image_file(nano_model, coco128, tmp_path):
         evaluate_coco(nano_model, image_dir, ann_file)
 
 
+@pytest.mark.parametrize("keep", ["none", "crowd"])
+def test_split_without_ground_truth_boxes_is_refused(nano_model, coco128, tmp_path, keep):
+    """An empty (or crowd-only) 'annotations' list, typically the wrong file, scores AP -1 in COCOeval: refused
+    when the evaluator is built (at training start-up), and by evaluate_coco, naming the file."""
+    image_dir, ann_file, _ = _subset(coco128, tmp_path, 2)
+    data = json.loads(ann_file.read_text())
+    data["annotations"] = [dict(a, iscrowd=1) for a in data["annotations"]] if keep == "crowd" else []
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"subset.json has no ground-truth boxes on its 2 evaluated images"):
+        COCOEvaluator(image_dir, ann_file)
+    with pytest.raises(ValueError, match="has no ground-truth boxes"):
+        evaluate_coco(nano_model, image_dir, ann_file)
+
+
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_corrupt_image_is_named_and_mode_restored(nano_model, coco128, tmp_path, prefetch):
     image_dir, ann_file, images = _subset(coco128, tmp_path, 3)

@@ -59,7 +59,7 @@ def test_hostile_checkpoint_is_refused_by_every_command(tmp_path, command, share
     image = shared_data / "images" / "dog.jpg"
     args = {
         "eval": ["--ckpt", str(path), "--images", str(tmp_path), "--ann", str(tmp_path / "a.json")],
-        "detect": ["--ckpt", str(path), str(image), "--save-dir", str(tmp_path / "out")],
+        "detect": ["--ckpt", str(path), str(image), "--project", str(tmp_path / "out")],
     }[command]
     proc = subprocess.run([sys.executable, "-m", f"yolox_fast.{command}", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300)

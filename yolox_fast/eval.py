@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"example: {EXAMPLE}",
     )
     parser.add_argument("--ckpt", help="checkpoint: official {'model': state_dict} or a yolox_fast training checkpoint")
+    parser.add_argument("--onnx", help="evaluate a model exported by yolox_fast.export in ONNX Runtime instead")
     parser.add_argument("--model", help="yolox-nano, -tiny, -s, -m, -l or -x (default: inferred from the checkpoint)")
     parser.add_argument("--images", help="folder holding the images named in the annotation file")
     parser.add_argument("--ann", help="COCO instances annotation JSON")
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    missing = [flag for flag, value in (("--ckpt", args.ckpt), ("--images", args.images), ("--ann", args.ann))
-               if not value]
+    missing = [flag for flag, value in (("--ckpt", args.ckpt or args.onnx), ("--images", args.images),
+                                        ("--ann", args.ann)) if not value]
     if missing:
         parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
     if args.batch_size < 1 or args.img_size < 32 or args.img_size % 32:
@@ -83,10 +84,18 @@ def _main(argv: list[str]) -> int:
     from .evaluation import COCOEvaluator, load_coco
     from .models.checkpoint import load_model
 
-    model, info = load_model(args.ckpt, model_name=args.model, num_classes=args.num_classes,
-                             prefer_ema=not args.no_ema)
-    name, num_classes, which = info.model_name, info.num_classes, info.which
-    model.to(device)
+    if args.onnx:  # the exported model brings its input size (and, with NMS in the graph, its thresholds)
+        from .runtime import OnnxModel
+
+        model = OnnxModel(args.onnx, device=device, threads=args.threads)
+        model.check_settings(args.conf, args.nms, args.class_agnostic)
+        name, num_classes, which, args.ckpt = model.model_name, model.num_classes, "ONNX", args.onnx
+        args.img_size = model.img_size[0]
+    else:
+        model, info = load_model(args.ckpt, model_name=args.model, num_classes=args.num_classes,
+                                 prefer_ema=not args.no_ema)
+        name, num_classes, which = info.model_name, info.num_classes, info.which
+        model.to(device)
     coco = load_coco(args.ann, verbose=args.verbose)
     image_ids = coco.getImgIds()[: args.max_images] if args.max_images else None
     evaluator = COCOEvaluator(args.images, coco, img_size=args.img_size, conf=args.conf, nms=args.nms,

@@ -125,8 +125,9 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
                                    image_size=cfg.synthetic_size) if ctx.is_main else None)
         cfg = cfg.updated({"coco_images": str(info["train_images"]), "coco_ann": str(info["train_ann"]),
                            "val_images": str(info["val_images"]), "val_ann": str(info["val_ann"])})
+    bad_images = "skip" if cfg.skip_bad_images else "error"
     if cfg.coco_images:
-        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
+        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images, bad_images=bad_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
     root = Path(cfg.yolo_dir)
@@ -137,7 +138,7 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     names = cfg.class_names
     if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
         names = names[0]
-    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images)
+    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
     val_dir = first_existing(root, YOLO_VAL_DIRS)
     val = None
     if val_dir is not None:
@@ -203,11 +204,9 @@ def run(argv: list[str] | None = None) -> dict:
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        from .data import collate
-
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
                           evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
-                          collate_fn=collate, resume_from=resume_path, checkpoint=checkpoint)
+                          resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
             trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")

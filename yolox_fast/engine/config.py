@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import PRESETS, canonical_name
+from ..models.layout import LAYOUT_MODES
+from ..ops.simota_variant import DEFAULT_VARIANT, VARIANTS
 
 #: Training settings that the official experiment files of the small models change from the defaults
 #: (exps/default/yolox_nano.py, yolox_tiny.py): sizes 320-640 for multiscale, a milder mosaic scale, and
@@ -81,6 +83,7 @@ class TrainConfig:
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
     synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
     cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
+    skip_bad_images: bool = _opt(False, _BOOL, "skip and count empty or truncated training images (default: stop)")
 
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
@@ -88,7 +91,7 @@ class TrainConfig:
     freeze: list[str] | None = _opt(
         None, _STR_LIST, "keep the parameters whose names start with these fixed (e.g. backbone.backbone.stem)"
     )
-    simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
+    simota: str = _opt(DEFAULT_VARIANT, _STR, f"SimOTA variant: {' or '.join(VARIANTS)} (see ops.simota_variant)")
     assigner_backend: str | None = _opt(
         None, _STR, "force an assigner backend: cuda, cpu, triton, torch or reference (default: the best available)"
     )
@@ -106,6 +109,10 @@ class TrainConfig:
     ema: bool = _opt(True, _BOOL, "keep an exponential moving average of the weights (evaluated and saved)")
     ema_decay: float = _opt(0.9998, _FLOAT, "EMA decay; ramped as decay * (1 - exp(-updates / 2000))")
     amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (ignored on the CPU)")
+    amp_dtype: str = _opt("auto", _STR, "AMP precision: auto (bf16 where the GPU has it, else fp16), bf16 or fp16")
+    channels_last: str = _opt("auto", _STR, "memory layout of model and batches: auto (the faster one for the "
+                                            "device, models/layout.py), on or off")
+    compile: bool = _opt(False, _BOOL, "torch.compile the model with its loss (no gain measured on the CPU)")
 
     # -- input size ---------------------------------------------------------------------------------
     img_size: int | None = _opt(None, _INT, "training input size (default: the model's, 416 or 640)")
@@ -237,8 +244,12 @@ class TrainConfig:
             raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
         if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:
             raise ValueError(f"random_size must be (low, high) with 1 <= low <= high, got {self.random_size}")
-        if self.simota not in ("seed", "center"):
-            raise ValueError(f"simota must be 'seed' or 'center', got {self.simota!r}")
+        if self.simota not in VARIANTS:
+            raise ValueError(f"simota must be one of {', '.join(VARIANTS)}, got {self.simota!r}")
+        if self.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise ValueError(f"amp_dtype must be auto, bf16 or fp16, got {self.amp_dtype!r}")
+        if self.channels_last not in LAYOUT_MODES:
+            raise ValueError(f"channels_last must be one of {', '.join(LAYOUT_MODES)}, got {self.channels_last!r}")
         if bool(self.coco_images) != bool(self.coco_ann):
             raise ValueError("COCO data needs both coco_images and coco_ann")
         if bool(self.val_images) != bool(self.val_ann):

@@ -9,6 +9,7 @@ write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, ad
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import time
@@ -21,8 +22,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..assigner import SimOTAAssigner
+from ..data.augment import collate
 from ..models import build_yolox, load_official_weights
 from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint
+from ..models.layout import use_channels_last
 from . import distributed as dist_utils
 from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig, save_config_file
@@ -34,11 +37,6 @@ from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
 
 #: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
 Evaluator = Callable[[torch.nn.Module], dict]
-
-SIMOTA_VARIANTS = {
-    "seed": {"center_radius": 2.5, "candidates": "box_or_center"},
-    "center": {"center_radius": 1.5, "candidates": "center"},
-}
 
 
 def seed_everything(seed: int) -> None:
@@ -79,6 +77,20 @@ def resize_batch(
     return images, labels
 
 
+def choose_amp_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``setting`` (``auto``, ``bf16``, ``fp16``) on a CUDA ``device``.
+
+    ``auto``: bf16 where the GPU supports it (compute capability 8.0+: no loss scaling, no overflow),
+    fp16 with the grad scaler otherwise.
+    """
+    if setting == "fp16":
+        return torch.float16
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else False
+    if setting == "bf16" and not bf16:
+        raise ValueError(f"--amp-dtype bf16: {device} does not support bfloat16; use fp16 or auto")
+    return torch.bfloat16 if bf16 else torch.float16
+
+
 def _no_buffer_sync_per_forward() -> dict:
     """DDP keyword: no BatchNorm buffer broadcast before every forward (as the official trainer's
     ``broadcast_buffers=False``); the statistics are averaged after each epoch instead. Recent torch
@@ -104,7 +116,8 @@ class Trainer:
             the EMA model (raw model without EMA) in eval mode; None: no evaluation, no ``best.pt``.
             Only rank 0's is used (and needed).
         ctx: this process's place in a multi-process run (default: one process on ``cfg.device``).
-        collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default stacks.
+        collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default
+            :func:`yolox_fast.data.collate` in the model's memory layout.
         resume_from: a training checkpoint to continue from (else ``cfg.weights``, if any, is loaded).
         checkpoint: the already-loaded content of ``resume_from`` (read from the file when None).
     """
@@ -154,19 +167,25 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as the official trainer; one tuning per multiscale size
 
-        assigner = SimOTAAssigner(len(self.class_names), backend=cfg.assigner_backend, **SIMOTA_VARIANTS[cfg.simota])
+        # The data layer checks the labels (TrainAugmentDataset, in the loader workers): no per-step value check.
+        assigner = SimOTAAssigner(len(self.class_names), cfg.simota, backend=cfg.assigner_backend, check_values=False)
         model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
         if cfg.weights and resume_from is None:
             self._load_weights(model, cfg.weights)
         if cfg.freeze:
             self._freeze(model, cfg.freeze)
-        self.model = model.to(self.device)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = choose_amp_dtype(cfg.amp_dtype, self.device) if self.use_amp else None
+        self.channels_last = use_channels_last(cfg.channels_last, self.device, self.use_amp)
+        self.model = model.to(self.device).set_channels_last(self.channels_last)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.warmup_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        # bf16 has float32's exponent range: loss scaling (and its per-step host sync) only for fp16.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        if cfg.compile:
+            self.model.compile()  # in place: state-dict names, the EMA copy and DDP see the plain module
         seed_everything(cfg.seed + self.ctx.rank)  # each rank augments its images differently
 
         self.loader = self._build_loader(collate_fn)
@@ -212,13 +231,21 @@ class Trainer:
             raise ValueError(
                 f"the training set has {n} images, fewer than one batch ({cfg.batch_size}); lower --batch-size"
             )
+        pin = self.device.type == "cuda"
+        self.log(
+            f"data loader: {cfg.workers} worker processes per training process"
+            f"{' (persistent)' if cfg.workers else ' (loading in the training process)'}, batches of "
+            f"{self.batch_per_process}, {'channels_last' if self.channels_last else 'contiguous'} layout"
+            f"{', pinned memory' if pin else ''}; images cross as the dataset gives them (uint8 from the "
+            f"training augmentation) and become float32 on {self.device}"
+        )
         return DataLoader(
             self.train_set,
             batch_size=self.batch_per_process,
             sampler=sampler,
             num_workers=cfg.workers,
-            collate_fn=collate_fn,
-            pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn or functools.partial(collate, channels_last=self.channels_last),
+            pin_memory=pin,
             drop_last=True,
             worker_init_fn=seed_worker,
             persistent_workers=cfg.workers > 0,
@@ -365,13 +392,14 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict."""
+        # uint8 crosses to the device (4x less than float32); the conversion runs there, keeping the layout.
         images = images.to(self.device, non_blocking=True).float()
         labels = labels.to(self.device, non_blocking=True).float()
         images, labels = resize_batch(images, labels, self.input_size)
         lr = self.schedule(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             losses = self.model(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total_loss"]).backward()
@@ -504,12 +532,14 @@ class Trainer:
         if self.ctx.is_main:
             save_config_file(cfg, self.output_dir / "config.yaml")
         n_params = sum(p.numel() for p in self.model.parameters())
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "off"
         self.log(
             f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
-            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, "
-            f"AMP {'on' if self.use_amp else 'off'}; output {self.output_dir}"
+            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, AMP {amp}, "
+            f"{'channels_last' if self.channels_last else 'contiguous'} layout{', compiled' if cfg.compile else ''}; "
+            f"output {self.output_dir}"
         )
         if self.no_aug_epochs < cfg.no_aug_epochs:
             self.log(f"note: no_aug_epochs {cfg.no_aug_epochs} is more than the run's {cfg.epochs} epochs; "
