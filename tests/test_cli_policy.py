@@ -84,17 +84,14 @@ def files(tmp_path_factory) -> dict[str, Path]:
     hostile, marker = hostile_checkpoint(root)
     no_boxes = root / "no_boxes.json"
     no_boxes.write_text(json.dumps({**json.loads(Path(info["val_ann"]).read_text()), "annotations": []}))
-    return {"root": root, "train_images": info["train_images"], "train_ann": info["train_ann"],
+    image = sorted(Path(info["val_images"]).iterdir())[0]
+    return {"root": root, "image": image, "train_images": info["train_images"], "train_ann": info["train_ann"],
             "val_images": info["val_images"], "val_ann": info["val_ann"], "good": good, "text": text, "json": js,
             "truncated": truncated, "hostile": hostile, "marker": marker, "no_boxes": no_boxes}
 
 
 def coco_train(f) -> list[str]:
     return ["--coco-images", str(f["train_images"]), "--coco-ann", str(f["train_ann"]), *TINY]
-
-
-def an_image(f) -> str:
-    return str(sorted(Path(f["val_images"]).iterdir())[0])
 
 
 def eval_args(f, ckpt, ann=None) -> list[str]:
@@ -131,10 +128,20 @@ BAD_INPUTS = {
     "eval bad device": ("eval", lambda f: [*eval_args(f, f["good"]), "--device", "gpu9"], 2, ["not a device"]),
     "eval wrong class count": ("eval", lambda f: [*eval_args(f, f["good"]), "--num-classes", "80"], 2,
                                ["classes"]),
-    "detect missing checkpoint": ("detect", lambda f: ["--ckpt", "missing.pt", an_image(f)], 2,
+    "detect missing checkpoint": ("detect", lambda f: ["--ckpt", "missing.pt", str(f["image"])], 2,
                                   ["checkpoint not found"]),
     "detect missing input": ("detect", lambda f: ["--ckpt", str(f["good"]), "x.jpg"], 2, ["not found: x.jpg"]),
-    "detect text checkpoint (subprocess)": ("detect", lambda f: ["--ckpt", str(f["text"]), an_image(f)], 2,
+    "detect text checkpoint (subprocess)": ("detect", lambda f: ["--ckpt", str(f["text"]), str(f["image"])], 2,
+                                            ["not a PyTorch checkpoint (text)"]),
+    "predict hostile checkpoint (subprocess)": ("predict", lambda f: ["--weights", str(f["hostile"]),
+                                                                      str(f["image"])], 2, ["refusing to load"]),
+    "predict truncated checkpoint": ("predict", lambda f: ["--weights", str(f["truncated"]), str(f["image"])], 2,
+                                     ["truncated"]),
+    "predict json checkpoint": ("predict", lambda f: ["--weights", str(f["json"]), str(f["image"])], 2,
+                                ["not a PyTorch checkpoint (text)"]),
+    "export hostile checkpoint (subprocess)": ("export", lambda f: ["--weights", str(f["hostile"]), "--output",
+                                                                    "out.onnx"], 2, ["refusing to load"]),
+    "export text checkpoint": ("export", lambda f: ["--weights", str(f["text"]), "--output", "out.onnx"], 2,
                                ["not a PyTorch checkpoint (text)"]),
 }
 if not torch.cuda.is_available():

@@ -63,7 +63,7 @@ def _main(argv: list[str]) -> int:
     missing = [flag for flag, value in (("--ckpt", args.ckpt or args.onnx), ("--images", args.images),
                                         ("--ann", args.ann)) if not value]
     if missing:
-        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (example: {EXAMPLE})")
+        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
     if args.batch_size < 1 or args.img_size < 32 or args.img_size % 32:
         parser.error("--batch-size must be >= 1 and --img-size a positive multiple of 32")
     if args.max_images is not None and args.max_images < 1:
