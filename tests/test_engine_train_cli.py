@@ -129,3 +129,21 @@ def test_skip_bad_images_flag_reaches_the_dataset(tmp_path):
         cfg = make_config(build_parser().parse_args([*argv, *flags]))[0]
         _, train, _, _ = prepare_data(cfg, DistContext(), log=lambda *a: None)
         assert len(train) == kept and train.report["image_bad"] == 2 - kept
+
+
+def test_validation_split_without_boxes_fails_at_start_up(tmp_path, capsys):
+    """An empty validation 'annotations' list is refused before the first epoch, not reported as AP -1 at the end."""
+    from test_data import ann, write_coco
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    image_dir, ann_file = write_coco(tmp_path / "train", [ann(1, 1, [10, 10, 20, 20]), ann(2, 2, [5, 5, 30, 20])])
+    val_dir, val_ann = write_coco(tmp_path / "val", [])
+    out = tmp_path / "run"
+    code = main(["--coco-images", str(image_dir), "--coco-ann", str(ann_file), "--val-images", str(val_dir),
+                 "--val-ann", str(val_ann), "--model", "yolox-nano", "--img-size", "64", "--epochs", "1",
+                 "--no-aug-epochs", "0", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+                 "--output-dir", str(out), "--no-progress"])
+    assert code == 2
+    assert "instances.json has no ground-truth boxes" in capsys.readouterr().err
+    assert not (out / "latest.pt").exists()
