@@ -37,7 +37,7 @@ def test_defaults_follow_the_variants():
     assert SimOTAAssigner(80).variant == SEED
     assert SimOTAAssigner(80, "center").variant == CENTER
     assert SimOTAAssigner(80, candidates="center").variant == CENTER  # the rule brings its radius and penalty
-    assert SimOTAAssigner(80, center_radius=1.5, candidates="center").variant == CENTER
+    assert SimOTAAssigner(80, center_radius=CENTER.center_radius, candidates="center").variant == CENTER
     assert SimOTAAssigner(80, CENTER, penalty=7.0).variant == dataclasses.replace(CENTER, penalty=7.0)
     with pytest.raises(ValueError, match="candidates must be one of"):
         SimOTAAssigner(80, candidates="box")
