@@ -5,6 +5,36 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
+#include "common/simota_checks.h"
+
+namespace {
+
+// The argument rules of the ops as ops of their own (-> ()), for the backends that are not C++: the Python
+// wrappers call them first (yolox_fast/ops/arg_checks.py). Registered without a dispatch key
+// (CompositeImplicitAutograd): they run for tensors on any device and read no data.
+void check_pairwise_iou_args(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  yolox_fast::check_pairwise_iou_args(boxes1, boxes2);
+}
+
+void check_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs) {
+  yolox_fast::check_nms_args(boxes, scores, idxs.has_value() ? "batched_nms" : "nms");
+  if (idxs.has_value()) yolox_fast::check_category_ids(*idxs, boxes);
+}
+
+void check_postprocess_args(const at::Tensor& prediction, int64_t num_classes, const std::optional<at::Tensor>& grids,
+                            const std::optional<at::Tensor>& strides) {
+  yolox_fast::check_postprocess_args(prediction, num_classes, grids, strides);
+}
+
+void check_simota_args(const at::Tensor& pred_boxes, const at::Tensor& cls_logits, const at::Tensor& obj_logits,
+                       const at::Tensor& grids, const at::Tensor& strides, const at::Tensor& gt_boxes,
+                       const at::Tensor& gt_classes, const at::Tensor& gt_mask) {
+  yolox_fast::check_simota_inputs(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask);
+}
+
+}  // namespace
+
 TORCH_LIBRARY(yolox_fast, m) {
   // IoU of every box of boxes1 [N, 4] with every box of boxes2 [M, 4] -> [N, M].
   // xyxy=false: boxes are cx, cy, w, h; true: x1, y1, x2, y2.
@@ -33,6 +63,16 @@ TORCH_LIBRARY(yolox_fast, m) {
   m.def(
       "postprocess(Tensor prediction, int num_classes, float conf_thre, float nms_thre, bool class_agnostic, "
       "bool multi_label, int pre_nms_topk, int max_det, Tensor? grids, Tensor? strides) -> (Tensor, Tensor)");
+
+  // --- argument rules (csrc/common/checks.h, simota_checks.h): raise ValueError naming the argument ---
+  m.def("check_pairwise_iou_args(Tensor boxes1, Tensor boxes2) -> ()", &check_pairwise_iou_args);
+  m.def("check_nms_args(Tensor boxes, Tensor scores, Tensor? idxs) -> ()", &check_nms_args);
+  m.def("check_postprocess_args(Tensor prediction, int num_classes, Tensor? grids, Tensor? strides) -> ()",
+        &check_postprocess_args);
+  m.def(
+      "check_simota_args(Tensor pred_boxes, Tensor cls_logits, Tensor obj_logits, Tensor grids, Tensor strides, "
+      "Tensor gt_boxes, Tensor gt_classes, Tensor gt_mask) -> ()",
+      &check_simota_args);
 }
 
 // A Python module so that `import yolox_fast._C` loads the library and registers the operators.

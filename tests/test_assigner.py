@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from yolox_fast import SimOTAAssigner
+from yolox_fast import SimOTAAssigner, _extension
 from yolox_fast.ops import reference
 from yolox_fast.ops.anchors import anchor_grid_for_input
 from yolox_fast.ops.simota_variant import CENTER, SEED
@@ -37,7 +37,7 @@ def test_defaults_follow_the_variants():
     assert SimOTAAssigner(80).variant == SEED
     assert SimOTAAssigner(80, "center").variant == CENTER
     assert SimOTAAssigner(80, candidates="center").variant == CENTER  # the rule brings its radius and penalty
-    assert SimOTAAssigner(80, center_radius=1.5, candidates="center").variant == CENTER
+    assert SimOTAAssigner(80, center_radius=CENTER.center_radius, candidates="center").variant == CENTER
     assert SimOTAAssigner(80, CENTER, penalty=7.0).variant == dataclasses.replace(CENTER, penalty=7.0)
     with pytest.raises(ValueError, match="candidates must be one of"):
         SimOTAAssigner(80, candidates="box")
@@ -60,23 +60,31 @@ def test_assign_outputs_and_num_fg():
 @pytest.mark.parametrize(
     "change,match",
     [
-        (dict(pred_boxes=torch.zeros(2, 10, 4)), "grids .* must have A=10 rows|cls_logits .* must match"),
+        (dict(pred_boxes=torch.zeros(2, 10, 4)), r"cls_logits must be \[B=2, A=10, C>=1\]"),
         (dict(cls_logits=torch.zeros(2, 336, 5)), "cls_logits has 5 classes, the assigner 4"),
-        (dict(obj_logits=torch.zeros(2, 336)), "obj_logits must be 3-d"),
-        (dict(gt_boxes=torch.zeros(2, 3, 5)), "gt_boxes must be 3-d with last dim 4"),
+        (dict(obj_logits=torch.zeros(2, 336, 2)), r"obj_logits must be \[B=2, A=336, 1\] or \[B, A\]"),
+        (dict(gt_boxes=torch.zeros(2, 3, 5)), r"gt_boxes must be \[B=2, G, 4\]"),
         (dict(gt_mask=torch.ones(2, 3)), "gt_mask must be bool"),
         (dict(gt_classes=torch.zeros(2, 3)), "gt_classes must be an integer tensor"),
         (dict(gt_classes=torch.tensor([[0, 1, 4], [0, 0, 0]])), r"gt_classes\[0, 2\] = 4 is outside \[0, 4\)"),
         (dict(gt_classes=torch.tensor([[0, 1, 3], [0, -1, 0]])), r"gt_classes\[1, 1\] = -1"),
         (dict(gt_boxes=torch.tensor([[[1.0, 1, 1, 1]] * 3, [[1.0, float("nan"), 1, 1]] * 3])),
          r"gt_boxes\[1, 0\] .* is not finite"),
-        (dict(pred_boxes="boxes"), "pred_boxes must be a torch.Tensor"),
     ],
 )
+@pytest.mark.skipif(not _extension.extension_loaded(), reason="the argument rules are C++ (yolox_fast._C not built)")
 def test_bad_input_names_the_argument(change, match):
     args = batch()
     args.update(change)
     with pytest.raises(ValueError, match=match):
+        SimOTAAssigner(4).assign(**args)
+
+
+@pytest.mark.skipif(not _extension.extension_loaded(), reason="the argument rules are C++ (yolox_fast._C not built)")
+def test_non_tensor_argument_is_named():
+    args = batch()
+    args["pred_boxes"] = "boxes"
+    with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'pred_boxes'"):
         SimOTAAssigner(4).assign(**args)
 
 

@@ -185,3 +185,21 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
     assert proc.returncode == 130, (printed, err)
     assert "nothing to resume" in printed and "--resume" not in printed + err and "Traceback" not in err
     assert not (out / "latest.pt").exists()
+
+
+def test_validation_split_without_boxes_fails_at_start_up(tmp_path, capsys):
+    """An empty validation 'annotations' list is refused before the first epoch, not reported as AP -1 at the end."""
+    from test_data import ann, write_coco
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    image_dir, ann_file = write_coco(tmp_path / "train", [ann(1, 1, [10, 10, 20, 20]), ann(2, 2, [5, 5, 30, 20])])
+    val_dir, val_ann = write_coco(tmp_path / "val", [])
+    out = tmp_path / "run"
+    code = main(["--coco-images", str(image_dir), "--coco-ann", str(ann_file), "--val-images", str(val_dir),
+                 "--val-ann", str(val_ann), "--model", "yolox-nano", "--img-size", "64", "--epochs", "1",
+                 "--no-aug-epochs", "0", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+                 "--output-dir", str(out), "--no-progress"])
+    assert code == 2
+    assert "instances.json has no ground-truth boxes" in capsys.readouterr().err
+    assert not (out / "latest.pt").exists()

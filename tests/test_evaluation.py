@@ -156,6 +156,16 @@ def test_split_without_ground_truth_boxes_is_refused(nano_model, coco128, tmp_pa
         evaluate_coco(nano_model, image_dir, ann_file)
 
 
+def test_cli_says_there_are_no_ground_truth_boxes(shared_data, coco128, tmp_path, capsys):
+    image_dir, ann_file, _ = _subset(coco128, tmp_path, 2)
+    ann_file.write_text(json.dumps(dict(json.loads(ann_file.read_text()), annotations=[])))
+    rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--images", str(image_dir),
+                    "--ann", str(ann_file), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc != 0 and "AP50:95" not in captured.out
+    assert f"{ann_file} has no ground-truth boxes" in captured.err
+
+
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_corrupt_image_is_named_and_mode_restored(nano_model, coco128, tmp_path, prefetch):
     image_dir, ann_file, images = _subset(coco128, tmp_path, 3)

@@ -225,7 +225,7 @@ def test_bad_arguments():
         nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
     with pytest.raises(ValueError, match="scores must be"):
         nms(torch.zeros(3, 4), torch.zeros(4), 0.5)
-    with pytest.raises(ValueError, match="same floating dtype"):
+    with pytest.raises(ValueError, match="same floating-point dtype"):
         nms(torch.zeros(3, 4), torch.zeros(3, dtype=torch.float64), 0.5)
     with pytest.raises(ValueError, match="idxs must be"):
         batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5)

@@ -372,11 +372,11 @@ def test_opcheck(variant):
 def test_op_rejects_bad_arguments():
     batch = random_simota_batch(1, 3, 4, 84, seed=15)
     op = torch.ops.yolox_fast.simota_assign
-    with pytest.raises(RuntimeError, match="gt_boxes must be"):
+    with pytest.raises(ValueError, match="gt_boxes must be"):
         op(*batch._replace(gt_boxes=batch.gt_boxes[..., :3]), *SEED.op_args())
-    with pytest.raises(RuntimeError, match="gt_mask must be bool"):
+    with pytest.raises(ValueError, match="gt_mask must be bool"):
         op(*batch._replace(gt_mask=batch.gt_mask.int()), *SEED.op_args())
-    with pytest.raises(RuntimeError, match=r"gt_classes\[0, 0\] = 4 is outside \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"gt_classes\[0, 0\] = 4 is outside \[0, 4\)"):
         op(*batch._replace(gt_classes=torch.full_like(batch.gt_classes, 4), gt_mask=torch.ones_like(batch.gt_mask)),
            *SEED.op_args())
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from .ops.arg_checks import check_args
 from .ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
 
 
@@ -28,14 +29,6 @@ class AssignResult(NamedTuple):
     matched_gt: torch.Tensor
     matched_iou: torch.Tensor
     num_fg: torch.Tensor
-
-
-def _check_tensor(name: str, t, dims: int, last: int | None = None) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != dims or (last is not None and t.shape[-1] != last):
-        want = f"{dims}-d" + (f" with last dim {last}" if last is not None else "")
-        raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
 
 
 class SimOTAAssigner:
@@ -88,57 +81,15 @@ class SimOTAAssigner:
     ) -> None:
         """Raise ``ValueError`` naming the first argument that is malformed.
 
-        ``values=False`` skips the checks that read the data (class ids in range, finite GT boxes),
-        which cost a host sync on a GPU.
+        Shapes, dtypes and devices: the ``simota_assign`` op's one rule (``csrc/common/simota_checks.h``, run
+        through :mod:`yolox_fast.ops.arg_checks` for every backend); then the assigner's class count.
+        ``values=False`` skips the checks that read the data (class ids in range, finite GT boxes), which
+        cost a host sync on a GPU.
         """
-        _check_tensor("pred_boxes", pred_boxes, 3, 4)
-        _check_tensor("cls_logits", cls_logits, 3)
-        _check_tensor("obj_logits", obj_logits, 3, 1)
-        _check_tensor("grids", grids, 2, 2)
-        _check_tensor("strides", strides, 1)
-        _check_tensor("gt_boxes", gt_boxes, 3, 4)
-        _check_tensor("gt_classes", gt_classes, 2)
-        _check_tensor("gt_mask", gt_mask, 2)
-        b, a = pred_boxes.shape[:2]
-        if cls_logits.shape[:2] != (b, a) or obj_logits.shape[:2] != (b, a):
-            raise ValueError(
-                f"cls_logits {tuple(cls_logits.shape)} and obj_logits {tuple(obj_logits.shape)} "
-                f"must match pred_boxes [B={b}, A={a}, ...]"
-            )
+        check_args("simota_assign", pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask)
         if cls_logits.shape[2] != self.num_classes:
             raise ValueError(f"cls_logits has {cls_logits.shape[2]} classes, the assigner {self.num_classes}")
-        if grids.shape[0] != a or strides.shape[0] != a:
-            raise ValueError(f"grids {tuple(grids.shape)} and strides {tuple(strides.shape)} must have A={a} rows")
         g = gt_boxes.shape[1]
-        if gt_boxes.shape[0] != b or gt_classes.shape != (b, g) or gt_mask.shape != (b, g):
-            raise ValueError(
-                f"gt_boxes {tuple(gt_boxes.shape)}, gt_classes {tuple(gt_classes.shape)} and gt_mask "
-                f"{tuple(gt_mask.shape)} must be [B={b}, G, 4], [B, G], [B, G]"
-            )
-        if gt_mask.dtype != torch.bool:
-            raise ValueError(f"gt_mask must be bool, got {gt_mask.dtype}")
-        if gt_classes.dtype.is_floating_point or gt_classes.dtype == torch.bool:
-            raise ValueError(f"gt_classes must be an integer tensor, got {gt_classes.dtype}")
-        for name, t in (
-            ("pred_boxes", pred_boxes),
-            ("cls_logits", cls_logits),
-            ("obj_logits", obj_logits),
-            ("gt_boxes", gt_boxes),
-        ):
-            if not t.dtype.is_floating_point:
-                raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        device = pred_boxes.device
-        for name, t in (
-            ("cls_logits", cls_logits),
-            ("obj_logits", obj_logits),
-            ("grids", grids),
-            ("strides", strides),
-            ("gt_boxes", gt_boxes),
-            ("gt_classes", gt_classes),
-            ("gt_mask", gt_mask),
-        ):
-            if t.device != device:
-                raise ValueError(f"{name} is on {t.device} but pred_boxes is on {device}")
         # Data checks: one reduction each, only over real GTs. (These sync; they are cheap next to
         # the assignment and catch the corrupt labels that otherwise poison training silently.)
         if g and values:

@@ -54,11 +54,7 @@ void pairwise_iou_cpu_impl(const at::Tensor& b1, const at::Tensor& b2, bool xyxy
 }
 
 at::Tensor pairwise_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, bool xyxy) {
-  check_boxes(boxes1, "boxes1");
-  check_boxes(boxes2, "boxes2");
-  check_same_device(boxes1, "boxes1", boxes2, "boxes2");
-  TORCH_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), "boxes1 (", boxes1.scalar_type(),
-              ") and boxes2 (", boxes2.scalar_type(), ") must have the same dtype");
+  check_pairwise_iou_args(boxes1, boxes2);
   auto b1 = boxes1.contiguous();
   auto b2 = boxes2.contiguous();
   auto out = at::empty({b1.size(0), b2.size(0)}, b1.options());

@@ -19,14 +19,7 @@ namespace yolox_fast {
 namespace {
 
 void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const char* op) {
-  check_boxes(boxes, "boxes");
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == boxes.size(0), op, ": scores must be [N] with N = ",
-              boxes.size(0), " (boxes is ", boxes.sizes(), "), got ", scores.sizes());
-  TORCH_CHECK(at::isFloatingType(scores.scalar_type()), op, ": scores must be floating point, got ",
-              scores.scalar_type());
-  check_same_device(boxes, "boxes", scores, "scores");
-  TORCH_CHECK(boxes.scalar_type() == scores.scalar_type(), op, ": boxes (", boxes.scalar_type(), ") and scores (",
-              scores.scalar_type(), ") must have the same dtype");
+  check_nms_args(boxes, scores, op);  // the op's rule (common/checks.h); then this kernel's own size limit
   TORCH_CHECK(boxes.size(0) < (int64_t(1) << 32), op, ": at most 2^32 - 1 boxes, got ", boxes.size(0));
 }
 

@@ -298,12 +298,6 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cpu(const at::Tensor& prediction,
               " x ", num_classes);
   at::Tensor g, s;
   if (grids.has_value()) {
-    TORCH_CHECK(grids->dim() == 2 && grids->size(0) == A && grids->size(1) == 2, "grids must be [A, 2] with A = ",
-                A, ", got ", grids->sizes());
-    TORCH_CHECK(strides->dim() == 1 && strides->size(0) == A, "strides must be [A] with A = ", A, ", got ",
-                strides->sizes());
-    TORCH_CHECK(grids->device() == prediction.device() && strides->device() == prediction.device(),
-                "grids and strides must be on ", prediction.device());
     g = grids->to(at::kFloat).contiguous();
     s = strides->to(at::kFloat).contiguous();
   }

@@ -645,7 +645,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> simota_assign_cpu(
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t g = 0; g < G; ++g) {
       if (!gmp[b * G + g]) continue;
-      TORCH_CHECK(gc[b * G + g] >= 0 && gc[b * G + g] < C, "gt_classes[", b, ", ", g, "] = ", gc[b * G + g],
+      TORCH_CHECK_VALUE(gc[b * G + g] >= 0 && gc[b * G + g] < C, "gt_classes[", b, ", ", g, "] = ", gc[b * G + g],
                   " is outside [0, ", C, ")");
       valid[b].push_back(static_cast<int32_t>(g));
     }

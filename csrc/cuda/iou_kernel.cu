@@ -39,11 +39,7 @@ __global__ void pairwise_iou_kernel(const scalar_t* __restrict__ b1, const scala
 }
 
 at::Tensor pairwise_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, bool xyxy) {
-  check_boxes(boxes1, "boxes1");
-  check_boxes(boxes2, "boxes2");
-  check_same_device(boxes1, "boxes1", boxes2, "boxes2");
-  TORCH_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), "boxes1 (", boxes1.scalar_type(),
-              ") and boxes2 (", boxes2.scalar_type(), ") must have the same dtype");
+  check_pairwise_iou_args(boxes1, boxes2);
   const c10::cuda::CUDAGuard guard(boxes1.device());
   auto b1 = boxes1.contiguous();
   auto b2 = boxes2.contiguous();

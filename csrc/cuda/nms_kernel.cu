@@ -415,12 +415,6 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cuda(const at::Tensor& prediction
               " x ", sh.L);
   at::Tensor g, s;
   if (grids.has_value()) {
-    TORCH_CHECK(grids->dim() == 2 && grids->size(0) == sh.A && grids->size(1) == 2, "grids must be [A, 2] with A = ",
-                sh.A, ", got ", grids->sizes());
-    TORCH_CHECK(strides->dim() == 1 && strides->size(0) == sh.A, "strides must be [A] with A = ", sh.A, ", got ",
-                strides->sizes());
-    TORCH_CHECK(grids->device() == prediction.device() && strides->device() == prediction.device(),
-                "grids and strides must be on ", prediction.device());
     g = grids->to(at::kFloat).contiguous();
     s = strides->to(at::kFloat).contiguous();
   }
@@ -538,12 +532,7 @@ __global__ void nms_gather_kernel(const scalar_t* __restrict__ boxes, const int6
 
 at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes_in, const at::Tensor& scores_in, const at::Tensor* idxs,
                                  double iou_threshold, const char* op) {
-  check_boxes(boxes_in, "boxes");
-  TORCH_CHECK(scores_in.dim() == 1 && scores_in.size(0) == boxes_in.size(0), op, ": scores must be [N] with N = ",
-              boxes_in.size(0), ", got ", scores_in.sizes());
-  TORCH_CHECK(boxes_in.scalar_type() == scores_in.scalar_type(), op, ": boxes (", boxes_in.scalar_type(),
-              ") and scores (", scores_in.scalar_type(), ") must have the same dtype");
-  check_same_device(boxes_in, "boxes", scores_in, "scores");
+  check_nms_args(boxes_in, scores_in, op);
   const c10::cuda::CUDAGuard guard(boxes_in.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t n = boxes_in.size(0);

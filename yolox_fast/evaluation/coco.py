@@ -102,6 +102,7 @@ def load_coco(ann_file: str | os.PathLike | Mapping | COCO, verbose: bool = Fals
         raise ValueError(f"{where} is not a COCO instances annotation file: {problem}")
     coco = COCO()
     coco.dataset = data
+    coco.source = where  # named in later messages (e.g. a split without ground-truth boxes)
     with _captured_stdout(verbose):
         coco.createIndex()
     return coco
@@ -196,7 +197,7 @@ class COCOEvaluator:
         self.image_ids = list(image_ids)
         # COCOeval ignores crowd boxes and scores a split without any other box as AP -1: refuse it now.
         if not any(not a.get("iscrowd", 0) for i in self.image_ids for a in self.coco.imgToAnns.get(i, ())):
-            where = os.fspath(ann_file) if isinstance(ann_file, (str, os.PathLike)) else "the annotation set"
+            where = getattr(self.coco, "source", "the annotation set")
             raise ValueError(f"{where} has no ground-truth boxes on its {len(self.image_ids)} evaluated images "
                              "(empty or crowd-only 'annotations'): nothing to evaluate against; probably the wrong "
                              "annotation file")

@@ -6,6 +6,7 @@ import torch
 
 from .. import _extension
 from . import backends, reference
+from .arg_checks import check_args
 from .triton_support import triton_unavailable
 
 OP = "pairwise_iou"
@@ -47,18 +48,11 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "cxcywh"
         backend: force a backend (see :mod:`yolox_fast.ops.backends`).
 
     The official ``bboxes_iou`` semantics (see :func:`yolox_fast.ops.reference.pairwise_iou`).
-    Half-precision inputs are computed in float32 and rounded once.
+    Half-precision inputs are computed in float32 and rounded once. Bad arguments raise the op's one rule
+    (:mod:`yolox_fast.ops.arg_checks`) whatever the backend.
     """
     if fmt not in ("cxcywh", "xyxy"):
         raise ValueError(f"fmt must be 'cxcywh' or 'xyxy', got {fmt!r}")
-    for name, t in (("boxes1", boxes1), ("boxes2", boxes2)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != 4:
-            raise ValueError(f"{name} must be a [N, 4] tensor, got {getattr(t, 'shape', type(t))}")
-        if not t.dtype.is_floating_point:
-            raise ValueError(f"{name} must be floating point, got {t.dtype}")
-    if boxes1.device != boxes2.device:
-        raise ValueError(f"boxes1 is on {boxes1.device} but boxes2 is on {boxes2.device}")
-    if boxes1.dtype != boxes2.dtype:
-        raise ValueError(f"boxes1 ({boxes1.dtype}) and boxes2 ({boxes2.dtype}) must have the same dtype")
+    check_args("pairwise_iou", boxes1, boxes2)
     _, impl = backends.choose(OP, boxes1.device, backend)
     return impl(boxes1, boxes2, fmt == "xyxy")

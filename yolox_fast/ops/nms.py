@@ -26,6 +26,7 @@ import torch
 
 from .. import _extension
 from . import backends, reference
+from .arg_checks import check_args
 from .triton_support import triton_unavailable
 
 OP_NMS = "nms"
@@ -213,18 +214,6 @@ def _batched_nms_reference(boxes, scores, idxs, iou_threshold):
 # --------------------------------------------------------------------------------------------------
 
 
-def _check(boxes: torch.Tensor, scores: torch.Tensor, op: str) -> None:
-    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{op}: boxes must be [N, 4], got {getattr(boxes, 'shape', type(boxes))}")
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(f"{op}: scores must be [N] with N = {boxes.shape[0]}, got {getattr(scores, 'shape', None)}")
-    if not boxes.dtype.is_floating_point or boxes.dtype != scores.dtype:
-        raise ValueError(f"{op}: boxes and scores must have the same floating dtype, got {boxes.dtype} and "
-                         f"{scores.dtype}")
-    if boxes.device != scores.device:
-        raise ValueError(f"{op}: boxes is on {boxes.device} but scores is on {scores.device}")
-
-
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, backend: str | None = None) -> torch.Tensor:
     """Greedy NMS, a drop-in for ``torchvision.ops.nms`` (module docstring for the exact rules).
 
@@ -237,7 +226,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, backend
     Returns:
         ``keep [K]`` int64 indices of the kept boxes, by decreasing score.
     """
-    _check(boxes, scores, "nms")
+    check_args("nms", boxes, scores, None)
     _, impl = backends.choose(OP_NMS, boxes.device, backend)
     return impl(boxes, scores, float(iou_threshold))
 
@@ -257,15 +246,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     Returns:
         ``keep [K]`` int64 indices of the kept boxes, by decreasing score (equal scores by index).
     """
-    _check(boxes, scores, "batched_nms")
-    if not isinstance(idxs, torch.Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
-        raise ValueError(f"batched_nms: idxs must be [N] with N = {boxes.shape[0]}, got {getattr(idxs, 'shape', None)}")
-    if idxs.device != boxes.device:
-        raise ValueError(f"batched_nms: idxs is on {idxs.device} but boxes is on {boxes.device}")
-    name, impl = backends.choose(OP_BATCHED_NMS, boxes.device, backend)
-    if idxs.dtype.is_floating_point and name != "reference":
-        # Float category ids: only equality matters, so number the distinct values.
+    if isinstance(idxs, torch.Tensor) and idxs.dtype.is_floating_point:
+        # Float category ids: only equality matters, so number the distinct values (the op takes integers).
         idxs = torch.unique(idxs, return_inverse=True)[1]
-    elif idxs.dtype == torch.bool:
+    elif isinstance(idxs, torch.Tensor) and idxs.dtype == torch.bool:
         idxs = idxs.long()
+    check_args("nms", boxes, scores, idxs)
+    _, impl = backends.choose(OP_BATCHED_NMS, boxes.device, backend)
     return impl(boxes, scores, idxs, float(iou_threshold))

@@ -49,6 +49,7 @@ import torch
 from .. import _extension
 from . import backends, reference
 from .anchors import anchor_grid_for_input
+from .arg_checks import check_args
 from .nms import greedy_nms_padded
 from .triton_support import triton_unavailable
 
@@ -250,22 +251,15 @@ def _grid_for(height: int, width: int, device: str) -> tuple[torch.Tensor, torch
 
 
 def _prepare(prediction, num_classes, grids, strides, input_size, pre_nms_topk, max_det):
-    if not isinstance(prediction, torch.Tensor) or prediction.dim() != 3 or prediction.shape[-1] < 5 + num_classes:
-        raise ValueError(f"prediction must be [B, A, 5 + {num_classes}], got {tuple(getattr(prediction, 'shape', ()))}")
-    if not prediction.dtype.is_floating_point:
-        raise ValueError(f"prediction must be floating point, got {prediction.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if (grids is None) != (strides is None):
-        raise ValueError("raw input needs both grids and strides (or input_size)")
+    """The Python API's own arguments (``input_size``, ``None`` limits), then the op's one rule
+    (:mod:`yolox_fast.ops.arg_checks`: prediction, num_classes, grids, strides)."""
     if input_size is not None:
-        if grids is not None:
+        if grids is not None or strides is not None:
             raise ValueError("give grids/strides or input_size, not both")
+        check_args("postprocess", prediction, int(num_classes), None, None)
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         grids, strides = _grid_for(int(h), int(w), str(prediction.device))
-    if grids is not None and (grids.shape != (prediction.shape[1], 2) or strides.shape != (prediction.shape[1],)):
-        raise ValueError(f"grids must be [A, 2] and strides [A] with A = {prediction.shape[1]}, got "
-                         f"{tuple(grids.shape)} and {tuple(strides.shape)}")
+    check_args("postprocess", prediction, int(num_classes), grids, strides)
     topk = 0 if pre_nms_topk is None else int(pre_nms_topk)
     limit = 0 if max_det is None else int(max_det)
     if pre_nms_topk is not None and topk < 1:

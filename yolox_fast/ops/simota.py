@@ -21,6 +21,7 @@ import torch
 
 from .. import _extension
 from . import backends, reference
+from .arg_checks import check_args
 from .simota_torch import simota_assign_torch
 from .simota_variant import SEED, SimOTAVariant
 from .triton_support import triton_unavailable
@@ -81,7 +82,9 @@ def simota_assign(pred_boxes: torch.Tensor, cls_logits: torch.Tensor, obj_logits
     :mod:`yolox_fast.ops.simota_variant`. Returns ``fg_mask [B, A]``,
     ``matched_gt [B, A]`` (index into the padded G axis, -1 background), ``matched_iou [B, A]``.
     ``backend`` forces one of :data:`yolox_fast.ops.backends.BACKENDS` (else ``$YOLOX_FAST_BACKEND``,
-    else the best available for the device).
+    else the best available for the device). Bad arguments raise the op's one rule
+    (:mod:`yolox_fast.ops.arg_checks`) whatever the backend.
     """
+    check_args(OP, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask)
     _, impl = backends.choose(OP, pred_boxes.device, backend)
     return impl(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, variant)
