@@ -58,12 +58,25 @@ def test_spilling_kernel_fails_the_compile(tmp_path, regs, spills):
         assert proc.returncode == 0 and obj.is_file(), proc.stderr
 
 
-def test_parse_reads_every_figure():
+def _module():
     sys.path.insert(0, str(WRAPPER.parent))
     try:
         import nvcc_resources
     finally:
         sys.path.remove(str(WRAPPER.parent))
+    return nvcc_resources
+
+
+def test_kernel_names_in_the_log_are_short():
+    short = _module().short
+    assert short("void yolox_fast::(anonymous namespace)::score_kernel<float, true, false>(float const*, "
+                 "yolox_fast::(anonymous namespace)::PostprocessShape, float, long*, int*, int*)") == (
+        "score_kernel<float, true, false>")
+    assert short("void cub::X::Kernel<(bool)1, long>(long*, int)") == "cub::X::Kernel<(bool)1, long>"
+
+
+def test_parse_reads_every_figure():
+    nvcc_resources = _module()
     log = """ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function '_Z4big1Pf' for 'sm_80'
 ptxas info    : Function properties for _Z4big1Pf
