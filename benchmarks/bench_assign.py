@@ -7,7 +7,7 @@
 Providers: ``reference`` (the official per-image algorithm, yolox_fast/ops/reference.py), ``torch``
 (batched PyTorch), ``cpu`` (the C++ op), and on a GPU ``reference-cuda``, ``torch-cuda``, ``cuda`` (the
 CUDA op) and ``triton``. Shapes: B 1/8/16, A 8400 (640 input) and 33600 (1280), C 80, G 10/50/120/500,
-seed variant (``center`` too in the full grid), inputs from :func:`yolox_fast.ops.simota_inputs.random_simota_batch`.
+seed variant (``center`` too in the full grid), inputs from ``random_simota_batch`` of tests/simota_inputs.py.
 
 Recorded in ``extra_info``: device, threads, ``peak_extra_mb`` and for GPU providers ``cuda_event_ms``
 (mean of CUDA-event timings, no Python sync in the loop) and ``host_syncs`` (0 when a call passes
@@ -34,10 +34,12 @@ import time
 
 import pytest
 import torch
+from simota_inputs import random_simota_batch
 
 from benchmarks.gpu_targets import GPU_ONLY, SIMOTA_TARGET_SHAPE
-from yolox_fast.ops import backends, reference, simota
-from yolox_fast.ops.simota_inputs import random_simota_batch
+from yolox_fast.ops import backends, simota
+from yolox_fast.ops.simota_variant import DEFAULT_VARIANT, get_variant
+from yolox_fast.ops.simota_variant import VARIANTS as SIMOTA_VARIANTS
 
 ALL = os.environ.get("YOLOX_FAST_BENCH_ALL") == "1"
 HAS_CUDA = torch.cuda.is_available()
@@ -48,7 +50,7 @@ DEFAULT_SHAPES = [(8, 8400, 10), (8, 8400, 120), (16, 8400, 120), (16, 8400, 50)
                   (8, 33600, 120)]
 FULL_SHAPES = [(b, a, g) for b in (1, 8, 16) for a in (8400, 33600) for g in (10, 50, 120, 500)]
 SHAPES = FULL_SHAPES if ALL else DEFAULT_SHAPES
-VARIANTS = ["seed", "center"] if ALL else ["seed"]
+VARIANTS = list(SIMOTA_VARIANTS) if ALL else [DEFAULT_VARIANT]
 
 CPU_PROVIDERS = ["reference", "torch", "cpu"]
 GPU_PROVIDERS = ["reference-cuda", "torch-cuda", "cuda", "triton"]
@@ -147,7 +149,7 @@ def test_simota_assign(benchmark, shape, provider, variant):
     if name not in backends.available_backends(simota.OP, device):
         pytest.skip(f"backend {name!r} is not available on {device}")
 
-    var = reference.SEED if variant == "seed" else reference.CENTER
+    var = get_variant(variant)
     batch = random_simota_batch(b, g, C, a, seed=b * 1000 + g, device=device)
 
     def call():

@@ -73,7 +73,7 @@ def test_missing_truncated_and_foreign_files_give_clear_errors(tmp_path):
     save_checkpoint(minimal_state(), good)
     truncated = tmp_path / "latest.pt"
     truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
-    with pytest.raises(ValueError, match=r"corrupt or truncated.*epoch_10\.pt"):
+    with pytest.raises(ValueError, match=r"truncated or corrupt.*epoch_10\.pt"):
         load_checkpoint(truncated)
     official = tmp_path / "official.pth"
     torch.save({"model": {"w": torch.ones(1)}}, official)

@@ -19,11 +19,10 @@ import torch
 pytest.importorskip("pycocotools", reason="the COCO evaluation needs pycocotools")
 
 from yolox_fast import evaluate_coco  # noqa: E402
-from yolox_fast.eval import load_checkpoint  # noqa: E402
 from yolox_fast.eval import main as eval_main  # noqa: E402
 from yolox_fast.evaluation import COCOEvaluator  # noqa: E402
 from yolox_fast.models import build_yolox  # noqa: E402
-from yolox_fast.models.checkpoint import read_state_dict  # noqa: E402
+from yolox_fast.models.checkpoint import read_checkpoint, read_state_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +107,7 @@ def test_cli_reports_missing_annotation_file(shared_data, coco128, tmp_path, cap
     missing = tmp_path / "nope.json"
     rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--images", str(coco128[0]),
                     "--ann", str(missing), "--device", "cpu"])
-    assert rc == 1
+    assert rc == 2  # bad input (yolox_fast.cli policy)
     assert str(missing) in capsys.readouterr().err
 
 
@@ -116,7 +115,7 @@ def test_cli_reports_wrong_model_size(shared_data, coco128, capsys):
     image_dir, ann_file = coco128
     rc = eval_main(["--ckpt", str(shared_data / "weights" / "yolox_nano.pth"), "--model", "yolox-s",
                     "--images", str(image_dir), "--ann", str(ann_file), "--device", "cpu"])
-    assert rc == 1
+    assert rc == 2  # bad input (yolox_fast.cli policy)
     assert "holds yolox-nano weights, not yolox-s" in capsys.readouterr().err
 
 
@@ -140,6 +139,20 @@ def test_missing_image_file(nano_model, coco128, tmp_path):
     image_dir, ann_file, images = _subset(coco128, tmp_path, 2)
     (image_dir / images[1]["file_name"]).unlink()
     with pytest.raises(FileNotFoundError, match=images[1]["file_name"]):
+        evaluate_coco(nano_model, image_dir, ann_file)
+
+
+@pytest.mark.parametrize("keep", ["none", "crowd"])
+def test_split_without_ground_truth_boxes_is_refused(nano_model, coco128, tmp_path, keep):
+    """An empty (or crowd-only) 'annotations' list, typically the wrong file, scores AP -1 in COCOeval: refused
+    when the evaluator is built (at training start-up), and by evaluate_coco, naming the file."""
+    image_dir, ann_file, _ = _subset(coco128, tmp_path, 2)
+    data = json.loads(ann_file.read_text())
+    data["annotations"] = [dict(a, iscrowd=1) for a in data["annotations"]] if keep == "crowd" else []
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"subset.json has no ground-truth boxes on its 2 evaluated images"):
+        COCOEvaluator(image_dir, ann_file)
+    with pytest.raises(ValueError, match="has no ground-truth boxes"):
         evaluate_coco(nano_model, image_dir, ann_file)
 
 
@@ -209,7 +222,9 @@ def test_cli_loads_ema_of_training_checkpoint(shared_data, tmp_path):
     raw = {k: torch.zeros_like(v) for k, v in official.items()}
     path = tmp_path / "last.pth"
     torch.save({"model": raw, "ema": {"state_dict": official, "updates": 100}, "epoch": 5}, path)
-    state, which = load_checkpoint(str(path))
-    assert which == "ema" and all(torch.equal(state[k], official[k]) for k in official)
-    state, which = load_checkpoint(str(path), prefer_ema=False)
-    assert which == "model" and torch.equal(state["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])
+    info = read_checkpoint(str(path))
+    assert info.which == "ema" and all(torch.equal(info.state_dict[k], official[k]) for k in official)
+    assert info.model_name == "yolox-nano" and info.num_classes == 80 and info.class_names[0] == "person"
+    info = read_checkpoint(str(path), prefer_ema=False)
+    assert info.which == "model"
+    assert torch.equal(info.state_dict["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])

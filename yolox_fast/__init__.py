@@ -2,7 +2,7 @@
 
 Public API::
 
-    from yolox_fast import SimOTAAssigner, postprocess, evaluate_coco
+    from yolox_fast import SimOTAAssigner, postprocess, evaluate_coco, Detector
     from yolox_fast.models import build_yolox
 """
 
@@ -13,7 +13,7 @@ from .ops.postprocess import postprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["AssignResult", "SimOTAAssigner", "evaluate_coco", "postprocess", "__version__"]
+__all__ = ["AssignResult", "Detector", "SimOTAAssigner", "evaluate_coco", "postprocess", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,4 +22,8 @@ def __getattr__(name: str):
         from .evaluation.coco import evaluate_coco
 
         return evaluate_coco
+    if name == "Detector":
+        from .detector import Detector
+
+        return Detector
     raise AttributeError(f"module 'yolox_fast' has no attribute {name!r}")

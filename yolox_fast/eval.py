@@ -12,12 +12,12 @@ the main numbers. Exit status: 0 on success, 1 when the evaluation fails (the me
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 
 import torch
+
+from .cli import add_debug_flag, run_cli
 
 EXAMPLE = ("python -m yolox_fast.eval --ckpt weights/yolox_nano.pth --model yolox-nano "
            "--images coco128/train2017 --ann coco128/annotations/instances_train2017.json")
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"example: {EXAMPLE}",
     )
     parser.add_argument("--ckpt", help="checkpoint: official {'model': state_dict} or a yolox_fast training checkpoint")
+    parser.add_argument("--onnx", help="evaluate a model exported by yolox_fast.export in ONNX Runtime instead")
     parser.add_argument("--model", help="yolox-nano, -tiny, -s, -m, -l or -x (default: inferred from the checkpoint)")
     parser.add_argument("--images", help="folder holding the images named in the annotation file")
     parser.add_argument("--ann", help="COCO instances annotation JSON")
@@ -47,45 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
+    add_debug_flag(parser)
     return parser
 
 
-def infer_preset(state: dict[str, torch.Tensor]) -> str:
-    """The preset whose stem width matches ``state`` (the stem has ``int(64 * width)`` output channels)."""
-    from .models import PRESETS
-
-    stem = state.get("backbone.backbone.stem.conv.conv.weight")
-    if stem is None:
-        raise ValueError("cannot tell the model size: no backbone.backbone.stem.conv.conv.weight in the checkpoint; "
-                         "pass --model")
-    matches = [name for name, cfg in PRESETS.items() if int(64 * cfg["width"]) == stem.shape[0]]
-    if len(matches) != 1:
-        raise ValueError(f"cannot tell the model size from a stem of {stem.shape[0]} channels; pass --model")
-    return matches[0]
-
-
-def load_checkpoint(path: str, prefer_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
-    """``(state dict, which)`` of a checkpoint file, ``which`` being ``"ema"`` or ``"model"``."""
-    from .models.checkpoint import _ema_state_dict, read_state_dict
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises several types for a truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-    state = read_state_dict(ckpt, prefer_ema=prefer_ema)
-    # Which entry read_state_dict took: its dicts are shallow copies, so the tensors are the same objects.
-    ema = _ema_state_dict(ckpt.get("ema")) if isinstance(ckpt, dict) else None
-    key = next(iter(state), None)
-    return state, "ema" if ema and key in ema and ema[key] is state[key] else "model"
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit status per :mod:`yolox_fast.cli`."""
+    return run_cli("yolox_fast.eval", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    missing = [flag for flag, value in (("--ckpt", args.ckpt), ("--images", args.images), ("--ann", args.ann))
-               if not value]
+    missing = [flag for flag, value in (("--ckpt", args.ckpt or args.onnx), ("--images", args.images),
+                                        ("--ann", args.ann)) if not value]
     if missing:
         parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
     if args.batch_size < 1 or args.img_size < 32 or args.img_size % 32:
@@ -97,46 +73,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        parser.error(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)")
+    if device_type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: CUDA is not available here; use --device cpu")
 
     # Imported here so that --help and argument errors answer without loading OpenCV and pycocotools.
     from .evaluation import COCOEvaluator, load_coco
-    from .models import build_yolox, canonical_name, load_official_weights
+    from .models.checkpoint import load_model
 
-    try:
-        state, which = load_checkpoint(args.ckpt, prefer_ema=not args.no_ema)
-        if args.model:
-            name, inferred = canonical_name(args.model), None
-            with contextlib.suppress(ValueError):  # a stem we cannot place: let the weight loading judge
-                inferred = infer_preset(state)
-            if inferred is not None and inferred != name:
-                raise ValueError(f"{args.ckpt} holds {inferred} weights, not {name}; "
-                                 "fix --model or leave it out to infer it")
-        else:
-            name = infer_preset(state)
-        num_classes = args.num_classes
-        if num_classes is None:
-            cls = state.get("head.cls_preds.0.weight")
-            num_classes = cls.shape[0] if cls is not None else 80
-        model = build_yolox(name, num_classes=num_classes)
-        load_official_weights(model, state)
-        model.to(device).eval()
+    if args.onnx:  # the exported model brings its input size (and, with NMS in the graph, its thresholds)
+        from .runtime import OnnxModel
 
-        coco = load_coco(args.ann, verbose=args.verbose)
-        image_ids = coco.getImgIds()[: args.max_images] if args.max_images else None
-        evaluator = COCOEvaluator(args.images, coco, img_size=args.img_size, conf=args.conf, nms=args.nms,
-                                  batch_size=args.batch_size, class_agnostic=args.class_agnostic,
-                                  image_ids=image_ids, verbose=args.verbose, progress=args.progress)
-        print(f"{name} ({num_classes} classes, {which} weights of {args.ckpt}) on {len(evaluator.image_ids)} images, "
-              f"{args.img_size}x{args.img_size}, conf {args.conf}, "
-              f"{'class-agnostic' if args.class_agnostic else 'class-aware'} NMS {args.nms}, {device}", flush=True)
-        start = time.perf_counter()
-        stats = evaluator.evaluate(model, device)
-        wall = time.perf_counter() - start
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        model = OnnxModel(args.onnx, device=device, threads=args.threads)
+        model.check_settings(args.conf, args.nms, args.class_agnostic)
+        name, num_classes, which, args.ckpt = model.model_name, model.num_classes, "ONNX", args.onnx
+        args.img_size = model.img_size[0]
+    else:
+        model, info = load_model(args.ckpt, model_name=args.model, num_classes=args.num_classes,
+                                 prefer_ema=not args.no_ema)
+        name, num_classes, which = info.model_name, info.num_classes, info.which
+        model.to(device)
+    coco = load_coco(args.ann, verbose=args.verbose)
+    image_ids = coco.getImgIds()[: args.max_images] if args.max_images else None
+    evaluator = COCOEvaluator(args.images, coco, img_size=args.img_size, conf=args.conf, nms=args.nms,
+                              batch_size=args.batch_size, class_agnostic=args.class_agnostic,
+                              image_ids=image_ids, verbose=args.verbose, progress=args.progress)
+    print(f"{name} ({num_classes} classes, {which} weights of {args.ckpt}) on {len(evaluator.image_ids)} images, "
+          f"{args.img_size}x{args.img_size}, conf {args.conf}, "
+          f"{'class-agnostic' if args.class_agnostic else 'class-aware'} NMS {args.nms}, {device}", flush=True)
+    start = time.perf_counter()
+    stats = evaluator.evaluate(model, device)
+    wall = time.perf_counter() - start
 
     print(stats["table"])
     if not args.verbose:  # verbose mode already showed it

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.checkpoint import CheckpointError, load_checkpoint_file
 from .atomic import atomic_write
 
 FORMAT = "yolox_fast.train/1"
@@ -43,21 +44,16 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             official ``{"model": ...}`` file, say), with what to do instead.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, pickle errors, foreign objects: several exception types
+        ckpt = load_checkpoint_file(path, map_location=map_location)
+    except CheckpointError as exc:
         others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
         hint = f" Other checkpoints in that folder: {', '.join(others)}." if others else ""
-        raise ValueError(f"cannot read checkpoint {path}: it is corrupt or truncated ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}).{hint}") from exc
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a training checkpoint")
+        raise CheckpointError(f"{exc}.{hint}") from None
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise ValueError(f"{path} is not a yolox_fast training checkpoint (missing {', '.join(missing)}), so a run "
-                         "cannot resume from it; to start a new run from its weights use --weights")
+        raise CheckpointError(f"{path} is not a yolox_fast training checkpoint (missing {', '.join(missing)}), so "
+                              "a run cannot resume from it; to start a new run from its weights use --weights")
     return ckpt
 
 

@@ -163,7 +163,8 @@ class COCOEvaluator:
 
     Raises:
         FileNotFoundError: the annotation file, the image folder or one of the images is missing.
-        ValueError: a bad annotation file, unknown ``image_ids`` or ``class_names`` of the wrong length.
+        ValueError: a bad annotation file, one without ground-truth boxes on the evaluated images (COCOeval
+            would report AP -1), unknown ``image_ids`` or ``class_names`` of the wrong length.
     """
 
     def __init__(self, image_dir: str | os.PathLike, ann_file, img_size: int | tuple[int, int] = 416,
@@ -193,6 +194,12 @@ class COCOEvaluator:
         if unknown:
             raise ValueError(f"image ids not in the annotation file: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
         self.image_ids = list(image_ids)
+        # COCOeval ignores crowd boxes and scores a split without any other box as AP -1: refuse it now.
+        if not any(not a.get("iscrowd", 0) for i in self.image_ids for a in self.coco.imgToAnns.get(i, ())):
+            where = os.fspath(ann_file) if isinstance(ann_file, (str, os.PathLike)) else "the annotation set"
+            raise ValueError(f"{where} has no ground-truth boxes on its {len(self.image_ids)} evaluated images "
+                             "(empty or crowd-only 'annotations'): nothing to evaluate against; probably the wrong "
+                             "annotation file")
 
         self.image_dir = os.fspath(image_dir)
         if not os.path.isdir(self.image_dir):
@@ -265,6 +272,9 @@ class COCOEvaluator:
         """Run ``model`` over the split; COCO results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
         "score"}]`` in original-image pixels.
 
+        ``model`` may also be an exported model in ONNX Runtime (:class:`yolox_fast.runtime.OnnxModel`):
+        see :meth:`predict_onnx`.
+
         The model runs in eval mode under ``torch.no_grad``; every module's train/eval flag is restored
         afterwards, and so is the model's device when ``device`` differs from it.
 
@@ -272,6 +282,8 @@ class COCOEvaluator:
             ValueError: the model's class count differs from the annotation categories, or an image
                 cannot be decoded (the message names the file).
         """
+        if not isinstance(model, nn.Module) and hasattr(model, "detect"):
+            return self.predict_onnx(model)
         declared = _model_num_classes(model)
         if declared is not None and declared != self.num_classes:
             raise ValueError(f"the model predicts {declared} classes but the annotation file has "
@@ -318,6 +330,39 @@ class COCOEvaluator:
                 model.to(model_device)
             for module, training in modes:
                 module.training = training
+        return results
+
+    def predict_onnx(self, onnx_model) -> list[dict]:
+        """:meth:`predict` for a :class:`yolox_fast.runtime.OnnxModel` (same images, preprocessing and
+        results format). A graph with NMS brings its own thresholds (``conf`` may only be higher, see
+        :meth:`~yolox_fast.runtime.OnnxModel.check_settings`); a prediction graph is postprocessed here
+        with ``conf``/``nms`` and no detection limit, exactly as a PyTorch model."""
+        if onnx_model.num_classes != self.num_classes:
+            raise ValueError(f"the ONNX model predicts {onnx_model.num_classes} classes but the annotation file has "
+                             f"{self.num_classes} categories")
+        if tuple(onnx_model.img_size) != tuple(self.img_size):
+            raise ValueError(f"the ONNX model takes {onnx_model.img_size[0]}x{onnx_model.img_size[1]} images; "
+                             f"evaluate at that size (got {self.img_size[0]}x{self.img_size[1]})")
+        results: list[dict] = []
+        batches = generator = self._batches(bool(self.prefetch))
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=math.ceil(len(self.image_ids) / self.batch_size), desc="COCO eval",
+                           unit="batch")
+        try:
+            for image_ids, images, scales in batches:
+                found = onnx_model.detect(images.numpy(), self.conf, self.nms, self.class_agnostic, max_det=None)
+                for b, (image_id, scale) in enumerate(zip(image_ids, scales, strict=True)):
+                    n = int(found.counts[b])
+                    # rows (x1, y1, x2, y2, score, 1, class): _to_results scores them as obj * cls_conf
+                    rows = torch.cat([torch.from_numpy(found.boxes[b, :n]), torch.from_numpy(found.scores[b, :n, None]),
+                                      torch.ones((n, 1)), torch.from_numpy(found.labels[b, :n, None]).float()], 1)
+                    results.extend(self._to_results(image_id, rows, scale))
+        finally:
+            if batches is not generator:
+                batches.close()
+            generator.close()
         return results
 
     def score(self, results: Sequence[Mapping]) -> dict:

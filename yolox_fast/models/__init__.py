@@ -1,6 +1,6 @@
 """YOLOX models: CSPDarknet backbone, PAFPN neck, decoupled head, official presets."""
 
-from .checkpoint import load_official_weights
+from .checkpoint import CheckpointError, CheckpointWeights, load_model, load_official_weights, read_checkpoint
 from .darknet import CSPDarknet
 from .head import YOLOXHead
 from .losses import YOLOXLoss, iou_loss
@@ -8,6 +8,8 @@ from .pafpn import YOLOPAFPN
 from .yolox import PRESETS, YOLOX, build_yolox, canonical_name
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointWeights",
     "CSPDarknet",
     "PRESETS",
     "YOLOPAFPN",
@@ -17,5 +19,7 @@ __all__ = [
     "build_yolox",
     "canonical_name",
     "iou_loss",
+    "load_model",
     "load_official_weights",
+    "read_checkpoint",
 ]

@@ -1,0 +1,209 @@
+"""Detector API and `python -m yolox_fast.predict` on the shared photos: images, folders, globs, a short
+video made here, ONNX Runtime; numbered run folders, collision-free names, bad files skipped, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolox_fast import Detector
+from yolox_fast.coco_classes import COCO_CLASSES
+from yolox_fast.data import preprocess, read_image
+from yolox_fast.deploy.onnx_export import export_onnx
+from yolox_fast.ops import postprocess
+
+PHOTOS = ("dog", "horses", "kite")
+
+
+@pytest.fixture(scope="module")
+def weights(shared_data):
+    path = shared_data / "weights" / "yolox_nano.pth"
+    if not path.is_file():
+        pytest.skip(f"official weights absent: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector(weights):
+    return Detector(weights, img_size=320, conf=0.3, device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(nano_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("predict") / "nano320.onnx"
+    export_onnx(nano_model, path, 320, conf=0.3, nms_thre=0.45, model_name="yolox-nano", class_names=COCO_CLASSES)
+    return path
+
+
+def photo(shared_data, name):
+    return shared_data / "images" / f"{name}.jpg"
+
+
+def test_detector_results_in_original_pixels(detector, nano_model, shared_data):
+    path = photo(shared_data, "horses")
+    img = read_image(path)
+    result = detector(str(path))
+    x, r = preprocess(img, 320)
+    with torch.no_grad():
+        want = postprocess(nano_model(x[None]), 80, 0.3, 0.45)[0]
+    assert len(result) == want.shape[0] > 2
+    np.testing.assert_allclose(result.xyxy, want[:, :4].numpy() / r, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(result.scores, (want[:, 4] * want[:, 5]).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(result.class_ids, want[:, 6].long().numpy())
+    assert set(result.names) <= {"horse", "cow", "person", "dog", "sheep"} and "horse" in result.names
+    assert result.source == str(path)
+    drawn = result.plot()
+    assert drawn.shape == img.shape and not np.array_equal(drawn, img)
+    rows = json.loads(result.to_json())
+    assert rows[0]["class_name"] == result.names[0] and len(rows) == len(result)
+    # the same image as an array, and in a list with others (batched): same detections
+    same = detector(img)
+    np.testing.assert_array_equal(same.xyxy, result.xyxy)
+    batch = detector([img, read_image(photo(shared_data, "dog")), img])
+    assert len(batch) == 3
+    np.testing.assert_allclose(batch[2].xyxy, result.xyxy, atol=1e-3)
+
+
+def test_onnx_detector_equals_pytorch_detector(detector, onnx_path, shared_data):
+    onnx_detector = Detector(onnx_path)
+    assert onnx_detector.img_size == (320, 320) and onnx_detector.conf == 0.3
+    results = onnx_detector(str(shared_data / "images"))  # a folder -> a list
+    torch_results = detector(str(shared_data / "images"))
+    assert len(results) == len(torch_results) == 6
+    for a, b in zip(results, torch_results, strict=True):
+        assert a.source == b.source and len(a) == len(b)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, rtol=1e-4, atol=1e-2)
+    with pytest.raises(ValueError, match="cannot detect below it"):
+        Detector(onnx_path, conf=0.1)
+    with pytest.raises(ValueError, match="exported for 320x320"):
+        Detector(onnx_path, img_size=416)
+
+
+def test_detector_streams_one_frame_at_a_time(detector, shared_data):
+    consumed = []
+
+    def frames():
+        for name in PHOTOS:
+            consumed.append(name)
+            yield read_image(photo(shared_data, name))
+
+    stream = detector(frames())
+    first = next(stream)
+    assert consumed == ["dog"] and len(first) > 0
+    assert len(list(stream)) == 2
+
+
+def test_detector_errors(weights, shared_data, tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Detector(weights, device="cuda")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Detector(weights, img_size=300)
+    detector = Detector(weights, img_size=320)
+    with pytest.raises(ValueError, match="BGR uint8 image"):
+        detector(np.zeros((10, 10), np.uint8))
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        detector(str(tmp_path / "none.jpg"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot decode image"):
+        detector(str(bad))
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def predict(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "yolox_fast.predict", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "runs" not in p.relative_to(folder).parts}
+
+
+def test_predict_images_folders_globs(weights, shared_data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(photo(shared_data, "dog"), a / "dog.jpg")
+    shutil.copy(photo(shared_data, "kite"), a / "kite.jpg")
+    shutil.copy(photo(shared_data, "horses"), b / "dog.jpg")  # same name, different folder
+    (b / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    inputs = digest(tmp_path)
+    project = tmp_path / "runs"
+    proc = predict(a / "dog.jpg", a, str(b / "*.jpg"), "--weights", weights, "--img-size", "320",
+                   "--project", project, "--save-txt", "--save-conf", "--save-json", "--batch-size", "2",
+                   "--no-progress")
+    # the broken file is reported, the others are processed, and the exit status says something failed
+    assert proc.returncode == 2, proc.stderr
+    assert "skipped" in proc.stderr and "broken.jpg" in proc.stderr and "1 of 4 inputs" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run = project / "exp"
+    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog_2.jpg", "kite.jpg", "labels", "predictions.json"]
+    assert sorted(p.name for p in (run / "labels").iterdir()) == ["dog.txt", "dog_2.txt", "kite.txt"]
+    assert cv2.imread(str(run / "dog_2.jpg")).shape == cv2.imread(str(b / "dog.jpg")).shape
+    line = (run / "labels" / "dog.txt").read_text().splitlines()[0].split()
+    assert len(line) == 6 and 0 <= int(line[0]) < 80 and all(0 <= float(v) <= 1 for v in line[1:])
+    coco = json.loads((run / "predictions.json").read_text())
+    assert {r["image_id"] for r in coco} == {"dog", "dog_2", "kite"}
+    assert all(len(r["bbox"]) == 4 and r["category_id"] in range(1, 91) for r in coco)
+    assert sum(1 for x in proc.stdout.splitlines() if ": " in x and x.split(": ")[0].endswith(".jpg")) == 3
+    assert digest(tmp_path) == inputs and len(inputs) == 4  # inputs untouched
+    # a second run never touches the first: it gets exp2
+    before = digest(run)
+    proc = predict(a / "kite.jpg", "--weights", weights, "--img-size", "320", "--project", project, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "exp2" / "kite.jpg").is_file() and digest(run) == before
+
+
+def test_predict_video_with_onnx(onnx_path, shared_data, tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (320, 240))
+    assert writer.isOpened()
+    for name in (*PHOTOS, "dog"):
+        writer.write(cv2.resize(read_image(photo(shared_data, name)), (320, 240)))
+    writer.release()
+    proc = predict(video, "--onnx", onnx_path, "--project", tmp_path / "runs", "--save-txt")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "exp"
+    cap = cv2.VideoCapture(str(run / "clip.mp4"))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    cap.release()
+    assert frames == 4 and ok and first.shape == (240, 320, 3)
+    assert sorted(p.name for p in (run / "labels").iterdir()) == [f"clip_{i}.txt" for i in range(4)]
+    assert (run / "labels" / "clip_0.txt").read_text().strip()  # the dog photo has detections
+    assert "4 images" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--img-size", "100"], "multiple of 32"),
+    (["--conf", "2"], "--conf must be in [0, 1]"),
+])
+def test_predict_bad_usage_exits_2(weights, shared_data, tmp_path, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = predict(photo(shared_data, "dog"), "--weights", weights, "--project", tmp_path, *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_predict_missing_input_exits_2(weights, tmp_path):
+    proc = predict(tmp_path / "none.jpg", "--weights", weights, "--project", tmp_path)
+    assert proc.returncode == 2 and "input not found" in proc.stderr
+    proc = predict(str(tmp_path / "*.png"), "--weights", weights, "--project", tmp_path)
+    assert proc.returncode == 2 and "no files match" in proc.stderr

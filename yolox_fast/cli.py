@@ -1,0 +1,79 @@
+"""The error policy every command line of yolox_fast follows.
+
+* bad usage or bad input (a missing or unreadable file, a wrong model name, a malformed annotation, a
+  checkpoint that does not fit): one line ``prog: error: ...`` on stderr, exit status 2;
+* a failure while running (anything else that goes wrong): one line, exit status 1;
+* Ctrl-C: one line, exit status 130;
+* ``--debug`` on any command shows the full traceback instead.
+
+A command writes ``def main(argv=None) -> int`` as ``return run_cli(PROG, _main, argv)``; ``_main``
+raises :class:`UsageError` (or the input errors below) for bad input and returns its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+#: Exit statuses.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad usage or bad input that the user can fix; the message says what and how."""
+
+
+def input_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (exit 2). ``ValueError`` covers the project's data, model-name and
+    checkpoint errors (``CheckpointError`` is one), which all name the offending file or value."""
+    return (UsageError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: show tracebacks (handled by :func:`run_cli`; argparse only documents it).
+
+    Also makes the parser's usage errors one line like every other error (argparse prints the whole usage
+    block first, which for ``train`` is dozens of lines): ``prog: error: <what> (see prog --help)``, exit 2.
+    """
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def one_line_usage_error(message: str):
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(ValueError(message))} (see {parser.prog} --help)\n")
+
+    parser.error = one_line_usage_error
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (the first line plus a count of the rest)."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... ({' '.join(lines[1:])[:300]})"
+
+
+def run_cli(prog: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` under the error policy and return the exit status.
+
+    ``SystemExit`` from argparse (``--help``, usage errors) passes through unchanged (status 0 or 2).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except input_error_types() as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # anything else is a failure while running
+        if debug:
+            raise
+        print(f"{prog}: error: {type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if status is None else int(status)

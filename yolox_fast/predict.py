@@ -1,0 +1,213 @@
+"""Command line: detect objects in images, folders, globs, videos or a camera.
+
+    python -m yolox_fast.predict dog.jpg photos/ "shots/*.png" clip.mp4 --weights yolox_nano.pth
+    python -m yolox_fast.predict 0 --onnx yolox_nano.onnx          # camera 0, through ONNX Runtime
+
+Every run writes into a new folder ``--project/--name`` (``runs/predict/exp``, then ``exp2``, ``exp3`` ...):
+the drawn images and videos (same names as the inputs; ``_2``, ``_3`` ... when two inputs share a
+name), with ``--save-txt`` YOLO label lines ``class cx cy w h`` (normalised; ``--save-conf`` adds the score)
+under ``labels/``, and with ``--save-json`` the COCO results ``predictions.json``. Inputs and earlier
+runs are never written to. A file that cannot be read is reported and skipped; the exit status is then 2.
+Exit status: 0 when every input was processed, 2 for bad usage or input, 1 for a failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .cli import UsageError, add_debug_flag, run_cli
+
+PROG = "python -m yolox_fast.predict"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                     epilog=f"example: {PROG} dog.jpg --weights yolox_nano.pth")
+    parser.add_argument("source", nargs="+", help="image, folder, glob, video file (mp4/avi/...) or camera index")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--weights", "--ckpt", dest="weights", help="checkpoint (official or yolox_fast), PyTorch")
+    weights.add_argument("--onnx", help="a model exported by yolox_fast.export, run in ONNX Runtime")
+    parser.add_argument("--model", default=None, help="preset name (default: the checkpoint's)")
+    parser.add_argument("--img-size", type=int, default=None, help="input size, a multiple of 32 (default: model's)")
+    parser.add_argument("--conf", type=float, default=None, help="score threshold (default 0.25)")
+    parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument("--class-agnostic", action="store_true", help="one NMS over all classes")
+    parser.add_argument("--max-det", type=int, default=100, help="detections per image (default 100)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass for folders (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
+    parser.add_argument("--project", default=os.path.join("runs", "predict"), help="parent of the run folders")
+    parser.add_argument("--name", default="exp", help="run folder name; numbered when taken (default exp)")
+    parser.add_argument("--save-txt", action="store_true", help="YOLO label lines per image under labels/")
+    parser.add_argument("--save-conf", action="store_true", help="add the score to the --save-txt lines")
+    parser.add_argument("--save-json", action="store_true", help="COCO results file predictions.json")
+    parser.add_argument("--no-save", action="store_true", help="do not write drawn images and videos")
+    parser.add_argument("--no-progress", action="store_true", help="a line per image instead of a progress bar")
+    add_debug_flag(parser)
+    return parser
+
+
+def new_run_dir(project: str, name: str) -> str:
+    """Create and return ``project/name``, or ``name2``, ``name3`` ... when taken (never an existing folder)."""
+    os.makedirs(project, exist_ok=True)
+    for k in range(1, 100000):
+        path = os.path.join(project, name if k == 1 else f"{name}{k}")
+        try:
+            os.makedirs(path)  # atomic claim: fails when another run took it
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run folder under {project}")
+
+
+class _Names:
+    """Collision-free output names: ``dog.jpg``, then ``dog_2.jpg`` for another input named dog.jpg."""
+
+    def __init__(self):
+        self.used: dict[str, str] = {}
+
+    def get(self, source: str, name: str) -> str:
+        if source in self.used:
+            return self.used[source]
+        stem, ext = os.path.splitext(name)
+        candidate, k = name, 1
+        taken = {v.lower() for v in self.used.values()}
+        while candidate.lower() in taken:
+            k += 1
+            candidate = f"{stem}_{k}{ext}"
+        self.used[source] = candidate
+        return candidate
+
+
+def _main(argv: list[str], prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
+        raise UsageError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    if args.batch_size < 1 or args.max_det < 1:
+        raise UsageError("--batch-size and --max-det must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    for flag, value in (("--conf", args.conf), ("--nms", args.nms)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UsageError(f"{flag} must be in [0, 1], got {value}")
+    if args.onnx and args.model:
+        raise UsageError("--model applies to --weights; an ONNX file records its model")
+
+    import cv2
+    import torch
+
+    from .data.sources import Frame, frame_count, read_frames, resolve_sources
+    from .detector import Detector, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = resolve_sources(args.source)
+    device = args.device if args.onnx else resolve_device(args.device)
+    detector = Detector(args.onnx or args.weights, model=args.model, img_size=args.img_size, conf=args.conf,
+                        nms=args.nms, device=device, class_agnostic=args.class_agnostic, max_det=args.max_det,
+                        batch_size=args.batch_size, threads=args.threads)
+    run_dir = new_run_dir(args.project, args.name)
+    print(f"{detector.describe()}\nresults -> {run_dir}", flush=True)
+
+    names = _Names()
+    labels_dir = os.path.join(run_dir, "labels")
+    if args.save_txt:
+        os.makedirs(labels_dir)
+    json_results: list[dict] = []
+    failed: list[str] = []
+    total_frames = sum((frame_count(s) or 0) for s in sources)
+    streaming = any(s.kind != "image" for s in sources)
+    show_bar = not args.no_progress and (len(sources) > 1 or streaming)
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_frames or None, unit="img" if not streaming else "frame", desc="predict")
+    writers: dict[str, cv2.VideoWriter] = {}
+    n_images = n_dets = 0
+    start = time.perf_counter()
+
+    def frames():
+        for s in sources:
+            yield from read_frames(s)
+
+    try:
+        for item in detector.detect_frames(frames()):
+            if isinstance(item, Frame):  # could not be read
+                failed.append(item.source.path)
+                message = f"skipped {item.source.path}: {item.error}"
+                (bar.write(message, file=sys.stderr) if bar else print(message, file=sys.stderr, flush=True))
+                if bar:
+                    bar.update(1)
+                continue
+            source_path, _, frame_no = item.source.rpartition("#") if "#" in item.source else (item.source, "", "")
+            kind = next(s.kind for s in sources if s.path == source_path or s.path == item.source)
+            out_name = names.get(source_path, os.path.basename(source_path) if kind != "camera"
+                                 else f"camera{source_path}.mp4")
+            stem = os.path.splitext(out_name)[0]
+            image_stem = stem if kind == "image" else f"{stem}_{int(frame_no)}"
+            n_images += 1
+            n_dets += len(item)
+            if not args.no_save:
+                drawn = item.plot()
+                if kind == "image":
+                    cv2.imwrite(os.path.join(run_dir, out_name), drawn)
+                else:
+                    writer = writers.get(source_path)
+                    if writer is None:
+                        writer = _video_writer(os.path.join(run_dir, stem + ".mp4"), source_path, kind, drawn.shape)
+                        writers[source_path] = writer
+                    writer.write(drawn)
+            if args.save_txt:
+                with open(os.path.join(labels_dir, image_stem + ".txt"), "w") as f:
+                    f.writelines(line + "\n" for line in item.to_yolo_lines(args.save_conf))
+            if args.save_json:
+                image_id = int(image_stem) if image_stem.isdigit() else image_stem
+                json_results.extend(item.to_coco(image_id))
+            line = f"{item.source}: {item.summary()}"
+            if bar is not None:
+                bar.update(1)
+            else:
+                print(line, flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        for writer in writers.values():
+            writer.release()
+        if args.save_json:
+            with open(os.path.join(run_dir, "predictions.json"), "w") as f:
+                json.dump(json_results, f)
+    wall = time.perf_counter() - start
+    print(f"{n_images} image{'s' if n_images != 1 else ''}, {n_dets} detections, "
+          f"{1000 * wall / max(n_images, 1):.1f} ms per image; results in {run_dir}")
+    if failed:
+        print(f"{prog}: error: {len(failed)} of {len(sources)} inputs could not be read and were skipped "
+              f"(first: {failed[0]})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _video_writer(path: str, source_path: str, kind: str, shape):
+    import cv2
+
+    fps = 30.0
+    if kind == "video":
+        cap = cv2.VideoCapture(source_path)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        cap.release()
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write video {path} (OpenCV has no mp4v encoder here); use --no-save")
+    return writer
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Run a model exported by :mod:`yolox_fast.export` in ONNX Runtime.
+
+:class:`OnnxModel` opens the file, reads the export settings from its metadata (input size, class
+names, whether NMS is in the graph) and returns the same fixed-size detections as
+:func:`yolox_fast.ops.postprocess_padded` does on the PyTorch path:
+
+* a graph with NMS (``--nms onnx``) gives them directly;
+* a prediction graph (``--nms none``) is followed by :func:`~yolox_fast.ops.postprocess_padded` (for
+  ``--decode none``, after :func:`yolox_fast.ops.reference.decode_outputs`).
+
+Preprocessing is the PyTorch path's (:func:`yolox_fast.data.preprocess`): BGR, keep-ratio resize, top-left
+paste on 114, float32 0-255, NCHW. :class:`yolox_fast.detector.Detector` wraps both paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .deploy.onnx_export import INPUT_NAME, METADATA_KEY
+
+
+class PaddedResult(NamedTuple):
+    """Fixed-size detections of a batch in network-input pixels (numpy).
+
+    Attributes:
+        boxes: ``[B, M, 4]`` float32 x1, y1, x2, y2; rows past ``counts[b]`` are zeros.
+        scores: ``[B, M]`` float32 ``obj * cls_conf``.
+        labels: ``[B, M]`` int64.
+        counts: ``[B]`` int64.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+
+
+def padded_from_torch(dets: torch.Tensor, counts: torch.Tensor) -> PaddedResult:
+    """:func:`yolox_fast.ops.postprocess_padded`'s ``([B, M, 7], [B])`` as a :class:`PaddedResult`."""
+    dets = dets.detach().float().cpu()
+    return PaddedResult(dets[..., :4].numpy(), (dets[..., 4] * dets[..., 5]).numpy(),
+                        dets[..., 6].long().numpy(), counts.cpu().numpy())
+
+
+def available_providers(device: str | None = None) -> list[str]:
+    """ONNX Runtime execution providers for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA when
+    ONNX Runtime has it)."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    kind = (device or ("cuda" if "CUDAExecutionProvider" in have else "cpu")).split(":")[0]
+    if kind == "cuda":
+        if "CUDAExecutionProvider" not in have:
+            raise ValueError("--device cuda: this ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu) "
+                             "or use --device cpu")
+        index = int(device.split(":")[1]) if device and ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    if kind != "cpu":
+        raise ValueError(f"unknown device {device!r} for ONNX Runtime; use cpu or cuda")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """An ONNX model exported by :mod:`yolox_fast.export`, in an ONNX Runtime session.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (default: CUDA when ONNX Runtime has it).
+        threads: intra-op threads (default: ONNX Runtime's choice).
+
+    Attributes:
+        meta: the export settings (:data:`yolox_fast.deploy.onnx_export.METADATA_KEY`).
+        img_size: ``(h, w)`` network input size.
+        class_names, num_classes, has_nms, model_name.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an ONNX model, or not one exported by yolox_fast (no metadata).
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise ValueError(f"ONNX model {self.path} is a folder, not a file")
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: ORT warns about unused initializers of simplified graphs
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=available_providers(device))
+        except ValueError:
+            raise
+        except Exception as exc:  # ORT raises its own types for a file that is not a model
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{self.path} is not an ONNX model ONNX Runtime can load ({first})") from None
+        custom = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in custom:
+            raise ValueError(f"{self.path} was not exported by yolox_fast.export (no {METADATA_KEY!r} metadata); "
+                             "export it with python -m yolox_fast.export")
+        self.meta = json.loads(custom[METADATA_KEY])
+        self.img_size = tuple(self.meta["img_size"])
+        self.class_names = list(self.meta["class_names"])
+        self.num_classes = int(self.meta["num_classes"])
+        self.model_name = self.meta.get("model")
+        self.has_nms = self.meta["nms"] == "onnx"
+        self.static_batch = self.meta["batch_size"] if self.meta.get("static") else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def describe(self) -> str:
+        post = (f"NMS in the graph (conf {self.meta['conf']}, IoU {self.meta['nms_thre']}, max {self.meta['max_det']})"
+                if self.has_nms else "prediction output")
+        return (f"{self.model_name or 'YOLOX'} ONNX {self.path} ({self.num_classes} classes, "
+                f"{self.img_size[0]}x{self.img_size[1]}, {post}, {self.session.get_providers()[0]})")
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """The raw graph outputs for ``images [B, 3, h, w]`` float32 (a static-batch model runs in chunks)."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != (3, *self.img_size):
+            raise ValueError(f"images must be [B, 3, {self.img_size[0]}, {self.img_size[1]}] for {self.path}, "
+                             f"got {list(images.shape)}")
+        n = self.static_batch
+        if n is None or images.shape[0] == n:
+            return self.session.run(None, {INPUT_NAME: images})
+        chunks = []
+        for start in range(0, images.shape[0], n):
+            part = images[start : start + n]
+            pad = n - part.shape[0]
+            if pad:
+                part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), np.float32)])
+            outs = self.session.run(None, {INPUT_NAME: part})
+            chunks.append([o[: n - pad] for o in outs])
+        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+    def check_settings(self, conf: float | None, nms: float | None, class_agnostic: bool | None = None) -> None:
+        """Raise ``ValueError`` when a graph with NMS cannot give ``conf``/``nms`` (its constants are baked in).
+
+        A higher ``conf`` than the exported one is fine (filtering after NMS is exact: a box below the
+        threshold only ever suppresses boxes below it); a lower one, another IoU threshold or another
+        NMS mode needs a new export.
+        """
+        if not self.has_nms:
+            return
+        if conf is not None and conf < self.meta["conf"] - 1e-12:
+            raise ValueError(f"{self.path} was exported with --conf {self.meta['conf']}; it cannot detect below it "
+                             f"(asked {conf}); export again with a lower --conf")
+        if nms is not None and abs(nms - self.meta["nms_thre"]) > 1e-9:
+            raise ValueError(f"{self.path} was exported with --nms-thre {self.meta['nms_thre']} (asked {nms}); "
+                             "export again to change it")
+        if class_agnostic is not None and bool(class_agnostic) != bool(self.meta["class_agnostic"]):
+            mode = "class-agnostic" if self.meta["class_agnostic"] else "class-aware"
+            raise ValueError(f"{self.path} was exported with {mode} NMS; export again to change it")
+
+    def detect(self, images: np.ndarray, conf: float | None = None, nms: float | None = None,
+               class_agnostic: bool | None = None, max_det: int | None = 100) -> PaddedResult:
+        """Detections of ``images [B, 3, h, w]`` float32 (preprocessed) in network-input pixels.
+
+        For a graph with NMS, ``conf`` (at least the exported one) filters further and ``nms``,
+        ``class_agnostic`` and ``max_det`` are those of the export; otherwise they drive
+        :func:`yolox_fast.ops.postprocess_padded` (defaults 0.25 and 0.45).
+        """
+        outputs = self.run(images)
+        if self.has_nms:
+            self.check_settings(conf, nms, class_agnostic)
+            named = dict(zip(self.output_names, outputs, strict=True))
+            counts, boxes, scores, labels = (named[k] for k in ("num_dets", "boxes", "scores", "labels"))
+            counts = counts.astype(np.int64)
+            if conf is not None and conf > self.meta["conf"]:
+                # scores are sorted: the count of each image is the number of rows at or above conf
+                rows = np.arange(scores.shape[1])[None] < counts[:, None]
+                counts = ((scores >= conf) & rows).sum(1).astype(np.int64)
+                unused = np.arange(scores.shape[1])[None] >= counts[:, None]
+                boxes, scores, labels = boxes.copy(), scores.copy(), labels.copy()
+                boxes[unused], scores[unused], labels[unused] = 0, 0, 0
+            if max_det is not None and max_det < boxes.shape[1]:
+                counts = np.minimum(counts, max_det)
+                boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
+            return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
+
+        from .ops import postprocess_padded, reference
+        from .ops.anchors import anchor_grid_for_input
+
+        pred = torch.from_numpy(outputs[0])
+        if not self.meta["decode"]:
+            grids, strides = anchor_grid_for_input(*self.img_size)
+            pred = reference.decode_outputs(pred, grids, strides, sigmoid=False)
+        dets, counts = postprocess_padded(pred, self.num_classes, 0.25 if conf is None else conf,
+                                          0.45 if nms is None else nms, bool(class_agnostic), max_det=max_det)
+        return padded_from_torch(dets, counts)
+
+
+def stack_images(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Preprocessed ``[3, h, w]`` tensors -> one ``[B, 3, h, w]`` float32 array."""
+    return torch.stack(list(tensors)).numpy()
