@@ -3,6 +3,9 @@
 * C++ CPU kernels (``csrc/*.cpp``, ``csrc/cpu``) are always built.
 * CUDA kernels (``csrc/cuda``) are built when torch is a CUDA build and nvcc is found; no GPU is
   needed to compile them. ``YOLOX_FAST_CUDA=0`` skips them, ``=1`` makes their absence an error.
+  ptxas reports registers, spills and static shared memory of every kernel into the build log
+  (``-Xptxas=-v``, read by scripts/nvcc_resources.py); a kernel that spills or uses more than 48 KB of
+  static shared memory fails the build.
 * ``kernels/`` (Triton) is installed as ``yolox_fast.kernels``.
 
 Build against the installed torch: ``pip install -e . --no-build-isolation``.
@@ -70,6 +73,16 @@ def _want_cuda() -> bool:
     return possible
 
 
+def _check_kernel_resources() -> None:
+    """Compile the .cu files through scripts/nvcc_resources.py: it logs ptxas's figures per kernel and fails
+    the compile of a kernel that spills or exceeds 48 KB of static shared memory. Wraps PYTORCH_NVCC when
+    set (e.g. ccache), else the toolkit's nvcc."""
+    nvcc = os.environ.get("PYTORCH_NVCC") or os.path.join(CUDA_HOME, "bin", "nvcc")
+    if "nvcc_resources.py" not in nvcc:
+        wrapper = os.path.join(ROOT, "scripts", "nvcc_resources.py")
+        os.environ["PYTORCH_NVCC"] = f"{sys.executable} {wrapper} {nvcc}"
+
+
 def extensions():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
@@ -78,11 +91,13 @@ def extensions():
     with_cuda = _want_cuda()
     if with_cuda:
         cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        nvcc = ["-O3", "-std=c++20", "--fmad=false", "--expt-relaxed-constexpr", "-DYOLOX_FAST_WITH_CUDA"]
+        nvcc = ["-O3", "-std=c++20", "--fmad=false", "--expt-relaxed-constexpr", "-DYOLOX_FAST_WITH_CUDA",
+                "-Xptxas=-v"]
         arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         if not arch:
-            # Without a GPU torch cannot detect one; build for Hopper and for any newer GPU (PTX).
+            # Without a GPU torch cannot detect one; build for Ampere, Hopper and any newer GPU (PTX).
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+        _check_kernel_resources()
         ext = CUDAExtension(
             "yolox_fast._C",
             sources + cuda_sources,

@@ -7,7 +7,7 @@
 Providers: ``reference`` (the official per-image algorithm, yolox_fast/ops/reference.py), ``torch``
 (batched PyTorch), ``cpu`` (the C++ op), and on a GPU ``reference-cuda``, ``torch-cuda``, ``cuda`` (the
 CUDA op) and ``triton``. Shapes: B 1/8/16, A 8400 (640 input) and 33600 (1280), C 80, G 10/50/120/500,
-seed variant (``center`` too in the full grid), inputs from :func:`yolox_fast.ops.simota_inputs.random_simota_batch`.
+seed variant (``center`` too in the full grid), inputs from ``random_simota_batch`` of tests/simota_inputs.py.
 
 Recorded in ``extra_info``: device, threads, ``peak_extra_mb`` and for GPU providers ``cuda_event_ms``
 (mean of CUDA-event timings, no Python sync in the loop) and ``host_syncs`` (0 when a call passes

@@ -67,3 +67,15 @@ def test_checks_catch_what_they_look_for():
             "%3 = tt.addptr %2, %9 : tensor<128x!tt.ptr<f32>>, tensor<128xi64> loc(#loc4)\n")
     assert compile_specs._first_offset_types(ttir, "cls_ptr") == ["i32"]
     assert compile_specs._first_offset_types(ttir, "out_ptr") == ["tensor<128xi64>"]
+
+
+def test_coverage_check_names_what_is_missing():
+    from yolox_fast.kernels import iou, nms
+
+    specs = compile_specs.SPECS
+    assert compile_specs.uncovered(specs) == []
+    assert compile_specs.uncovered([s for s in specs if s.fn is not nms._nms_reduce_kernel]) == [
+        "nms._nms_reduce_kernel"]
+    # a kernel's helpers count as compiled only through a compiled kernel
+    assert compile_specs.uncovered([s for s in specs if s.fn is not iou._pairwise_iou_kernel]) == [
+        "iou._corners", "iou._div", "iou._pairwise_iou_kernel"]

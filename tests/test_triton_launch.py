@@ -28,10 +28,11 @@ def test_no_guard_for_cpu_tensors():
 def test_triton_ops_run_on_the_tensors_device():
     """Tensors on cuda:1 while cuda:0 is current: every Triton op computes on cuda:1 and agrees with the CPU."""
     pytest.importorskip("triton")
-    from yolox_fast.ops.simota_inputs import random_simota_batch
+    from simota_inputs import random_simota_batch
 
     from tests.test_ops_postprocess import make_prediction
-    from yolox_fast.ops import nms, pairwise_iou, postprocess_padded, reference, simota
+    from yolox_fast.ops import nms, postprocess_padded, reference, simota
+    from yolox_fast.ops.iou import pairwise_iou
 
     torch.cuda.set_device(0)
     dev = torch.device("cuda", 1)

@@ -1,10 +1,13 @@
-// Pairwise IoU on the GPU: one thread per (i, j) pair, on the current stream.
+// Pairwise IoU on the GPU: one thread per (i, j) pair, on the current stream. Columns j on gridDim.x, rows
+// i strided over gridDim.y (capped at 65535 by CUDA), so any number of rows fits.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "../common/box_math.h"
 #include "../common/checks.h"
@@ -29,13 +32,14 @@ __global__ void pairwise_iou_kernel(const scalar_t* __restrict__ b1, const scala
                                     int64_t m, bool xyxy, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  const int64_t i = blockIdx.y;
   if (j >= m) return;
   Box<acc_t> bi, bj;
   acc_t ai, aj;
-  load_box<scalar_t, acc_t>(b1 + 4 * i, xyxy, bi, ai);
   load_box<scalar_t, acc_t>(b2 + 4 * j, xyxy, bj, aj);
-  out[i * m + j] = static_cast<scalar_t>(box_iou<acc_t>(bi, ai, bj, aj));
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+    load_box<scalar_t, acc_t>(b1 + 4 * i, xyxy, bi, ai);
+    out[i * m + j] = static_cast<scalar_t>(box_iou<acc_t>(bi, ai, bj, aj));
+  }
 }
 
 at::Tensor pairwise_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, bool xyxy) {
@@ -46,9 +50,11 @@ at::Tensor pairwise_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2,
   const int64_t n = b1.size(0), m = b2.size(0);
   auto out = at::empty({n, m}, b1.options());
   if (n == 0 || m == 0) return out;
-  TORCH_CHECK(n <= 65535, "pairwise_iou on CUDA supports at most 65535 rows in boxes1, got ", n);
   const int threads = 256;
-  const dim3 grid((m + threads - 1) / threads, n);
+  const int64_t col_blocks = (m + threads - 1) / threads;
+  TORCH_CHECK(col_blocks < (int64_t(1) << 31), "pairwise_iou on CUDA supports at most 2^31 - 1 blocks of ", threads,
+              " boxes in boxes2, got ", m, " boxes");
+  const dim3 grid(unsigned(col_blocks), unsigned(std::min<int64_t>(n, 65535)));
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "pairwise_iou_cuda", [&] {
     pairwise_iou_kernel<scalar_t><<<grid, threads, 0, stream>>>(b1.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(),

@@ -4,7 +4,8 @@
 //   1. score kernel: one warp per anchor row: obj * max cls (first argmax, NaN -> no candidate), the
 //      threshold, and a 64-bit sort key per candidate slot (score, then the reference's tie order);
 //   2. compaction of the candidate slots of each image (ATen cumsum: deterministic slot order);
-//   3. cub segmented sort of each image's keys, descending;
+//   3. sort of each image's keys, descending and stable: one device-wide radix sort for one image, a cub
+//      segmented sort for several (float64, single label, class-aware: pre-ordered by (class, anchor) first);
 //   4. gather: box corners (float32, as the reference's NMS) and class of the first `cap` candidates;
 //   5. bitmask NMS: one 64 x 64 tile per block, bit j of mask[i][w] = box w*64+j (after i, same class)
 //      has IoU > thr with box i; tiles past each image's candidate count are skipped on the GPU;
@@ -38,7 +39,8 @@ constexpr int64_t kInvalidKey = std::numeric_limits<int64_t>::min();
 constexpr int64_t kMaxMaskBytes = int64_t(4) << 30;
 
 // Sort key, larger = better: (score descending, sec ascending). float/half/bf16 scores fit in the high
-// 32 bits with the tie-break below; double scores take all 64 bits and ties keep slot order (stable sort).
+// 32 bits with the tie-break below; double scores take all 64 bits and ties keep the input order (stable
+// sort), which is the tie order by construction (slot layout, or the pre-order of tie_order_kernel).
 template <typename acc_t>
 __device__ __forceinline__ int64_t make_key(acc_t score, uint32_t sec) {
   uint64_t u;
@@ -143,6 +145,32 @@ __global__ void compact_kernel(const int64_t* __restrict__ keys, const int32_t* 
     seg_begin[b] = int32_t(b * L);
     seg_end[b] = int32_t(b * L + pos[i]);
   }
+}
+
+// 3a. float64, single label, class-aware: slot order is anchor order but ties go by (class, anchor). Key
+// ~(class * A + anchor) per compacted candidate (descending = ascending tie order; kInvalidKey past the
+// count), sorted first: the stable score sort then keeps that order among equal scores.
+__global__ void tie_order_kernel(const int32_t* __restrict__ slots, const int32_t* __restrict__ label,
+                                 const int64_t* __restrict__ n_valid, int64_t B, int64_t L, int64_t A,
+                                 int64_t* __restrict__ tie_keys) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * L) return;
+  const int64_t b = i / L, r = i % L;
+  if (r < n_valid[b]) {
+    const int64_t a = slots[i];
+    tie_keys[i] = ~(int64_t(label[b * A + a]) * A + a);
+  } else {
+    tie_keys[i] = kInvalidKey;
+  }
+}
+
+// The anchor (slot) back from a tie key of tie_order_kernel.
+__global__ void slots_from_tie_keys_kernel(const int64_t* __restrict__ tie_keys, int64_t items, int64_t A,
+                                           int32_t* __restrict__ slots) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= items) return;
+  const int64_t k = tie_keys[i];
+  slots[i] = k == kInvalidKey ? 0 : int32_t((~k) % A);
 }
 
 // Box corners of anchor a as the reference computes them (decoded first when raw), in acc_t.
@@ -380,19 +408,33 @@ void launch_score(const at::Tensor& pred, const PostprocessShape& sh, double con
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Stable descending sort of the int64 keys (with int32 values) of `segments` segments
-// [begin[s], end[s]) within arrays of `items` entries.
-void segmented_sort_desc(const at::Tensor& keys_in, at::Tensor& keys_out, const at::Tensor& vals_in,
-                         at::Tensor& vals_out, int64_t items, int64_t segments, const int32_t* begin,
-                         const int32_t* end, cudaStream_t stream) {
+// Stable descending sort of int64 keys with values of `segments` segments [begin[s], end[s]) within arrays of
+// `items` entries. One segment: cub's device-wide radix sort over all `items` (stable; entries past the
+// segment's end must hold kInvalidKey so that they sort last; begin/end unused). DeviceSegmentedSort
+// would sort a single segment in one thread block.
+template <typename value_t>
+void sort_pairs_desc(const at::Tensor& keys_in, at::Tensor& keys_out, const at::Tensor& vals_in, at::Tensor& vals_out,
+                     int64_t items, int64_t segments, const int32_t* begin, const int32_t* end, cudaStream_t stream) {
+  const int64_t* ki = keys_in.data_ptr<int64_t>();
+  int64_t* ko = keys_out.data_ptr<int64_t>();
+  const value_t* vi = vals_in.data_ptr<value_t>();
+  value_t* vo = vals_out.data_ptr<value_t>();
   size_t temp_bytes = 0;
-  C10_CUDA_CHECK(cub::DeviceSegmentedSort::StableSortPairsDescending(
-      nullptr, temp_bytes, keys_in.data_ptr<int64_t>(), keys_out.data_ptr<int64_t>(), vals_in.data_ptr<int32_t>(),
-      vals_out.data_ptr<int32_t>(), items, segments, begin, end, stream));
+  if (segments == 1) {
+    C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, ki, ko, vi, vo, items, 0, 64,
+                                                             stream));
+  } else {
+    C10_CUDA_CHECK(cub::DeviceSegmentedSort::StableSortPairsDescending(nullptr, temp_bytes, ki, ko, vi, vo, items,
+                                                                       segments, begin, end, stream));
+  }
   auto temp = at::empty({int64_t(std::max<size_t>(temp_bytes, 1))}, keys_in.options().dtype(at::kByte));
-  C10_CUDA_CHECK(cub::DeviceSegmentedSort::StableSortPairsDescending(
-      temp.data_ptr(), temp_bytes, keys_in.data_ptr<int64_t>(), keys_out.data_ptr<int64_t>(),
-      vals_in.data_ptr<int32_t>(), vals_out.data_ptr<int32_t>(), items, segments, begin, end, stream));
+  if (segments == 1) {
+    C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp.data_ptr(), temp_bytes, ki, ko, vi, vo, items, 0,
+                                                             64, stream));
+  } else {
+    C10_CUDA_CHECK(cub::DeviceSegmentedSort::StableSortPairsDescending(temp.data_ptr(), temp_bytes, ki, ko, vi, vo,
+                                                                       items, segments, begin, end, stream));
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> postprocess_cuda(const at::Tensor& prediction, int64_t num_classes,
@@ -440,7 +482,8 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cuda(const at::Tensor& prediction
     else launch_score<scalar_t, false, false>(pred, sh, conf_thre, keys, flags, label, stream);
   });
   auto pos = at::cumsum(flags, 1, at::kInt);
-  auto keys_c = at::empty_like(keys);
+  // One image: the radix sort takes the whole row, so the slots past the count must sort last.
+  auto keys_c = sh.B == 1 ? at::full_like(keys, kInvalidKey) : at::empty_like(keys);
   auto slots_c = at::empty({sh.B, sh.L}, opts.dtype(at::kInt));
   auto n_valid = at::empty({sh.B}, opts.dtype(at::kLong));
   auto seg = at::empty({2, sh.B}, opts.dtype(at::kInt));
@@ -452,10 +495,27 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cuda(const at::Tensor& prediction
         seg.data_ptr<int32_t>() + sh.B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+  const int32_t* seg_begin = seg.data_ptr<int32_t>();
+  const int32_t* seg_end = seg_begin + sh.B;
+  const int64_t items = sh.B * sh.L;
+  if (pred.scalar_type() == at::kDouble && !multi_label && !class_agnostic) {
+    // float64 keys have no room for the tie-break: pre-order the candidates by (class, anchor).
+    auto tie = at::empty_like(keys);
+    tie_order_kernel<<<unsigned((items + 255) / 256), 256, 0, stream>>>(
+        slots_c.data_ptr<int32_t>(), label.data_ptr<int32_t>(), n_valid.data_ptr<int64_t>(), sh.B, sh.L, sh.A,
+        tie.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto tie_s = at::empty_like(tie);
+    auto keys_pre = sh.B == 1 ? at::full_like(keys, kInvalidKey) : at::empty_like(keys);
+    sort_pairs_desc<int64_t>(tie, tie_s, keys_c, keys_pre, items, sh.B, seg_begin, seg_end, stream);
+    slots_from_tie_keys_kernel<<<unsigned((items + 255) / 256), 256, 0, stream>>>(
+        tie_s.data_ptr<int64_t>(), items, sh.A, slots_c.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    keys_c = keys_pre;
+  }
   auto keys_s = at::empty_like(keys);  // `keys` is no longer needed after the sort input is built
   auto slots_s = at::empty_like(slots_c);
-  segmented_sort_desc(keys_c, keys_s, slots_c, slots_s, sh.B * sh.L, sh.B, seg.data_ptr<int32_t>(),
-                      seg.data_ptr<int32_t>() + sh.B, stream);
+  sort_pairs_desc<int32_t>(keys_c, keys_s, slots_c, slots_s, items, sh.B, seg_begin, seg_end, stream);
 
   // Candidate capacity per image. Fixed size (max_det > 0): every slot or pre_nms_topk, no sync.
   // max_det <= 0 (the list output, which syncs anyway): the actual largest count.
@@ -550,12 +610,10 @@ at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes_in, const at::Tensor& s
                                                           index.data_ptr<int32_t>(), status.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  // One segment covering everything: a stable sort by (score desc, index asc).
-  auto seg = at::tensor({0, int32_t(n)}, opts.dtype(at::kInt).device(at::kCPU)).to(boxes.device(), true);
+  // One segment: a device-wide stable radix sort by (score desc, index asc).
   auto keys_s = at::empty_like(keys);
   auto order = at::empty_like(index);
-  segmented_sort_desc(keys, keys_s, index, order, n, 1, seg.data_ptr<int32_t>(), seg.data_ptr<int32_t>() + 1,
-                      stream);
+  sort_pairs_desc<int32_t>(keys, keys_s, index, order, n, 1, nullptr, nullptr, stream);
   auto sorted_boxes = at::empty({n, 4}, opts.dtype(at::kFloat));
   at::Tensor sorted_cls;
   if (idxs != nullptr) sorted_cls = at::empty({n}, opts.dtype(at::kLong));
