@@ -2,6 +2,7 @@
 
     pytest benchmarks/bench_assign.py --benchmark-only                # default shapes (a few minutes on 2 cores)
     YOLOX_FAST_BENCH_ALL=1 pytest benchmarks/bench_assign.py --benchmark-only   # the full grid
+    YOLOX_FAST_BENCH_GPU_ONLY=1 pytest benchmarks/bench_assign.py --benchmark-only   # GPU providers only
 
 Providers: ``reference`` (the official per-image algorithm, yolox_fast/ops/reference.py), ``torch``
 (batched PyTorch), ``cpu`` (the C++ op), and on a GPU ``reference-cuda``, ``torch-cuda``, ``cuda`` (the
@@ -33,9 +34,12 @@ import time
 
 import pytest
 import torch
+from simota_inputs import random_simota_batch
 
-from yolox_fast.ops import backends, reference, simota
-from yolox_fast.ops.simota_inputs import random_simota_batch
+from benchmarks.gpu_targets import GPU_ONLY, SIMOTA_TARGET_SHAPE
+from yolox_fast.ops import backends, simota
+from yolox_fast.ops.simota_variant import DEFAULT_VARIANT, get_variant
+from yolox_fast.ops.simota_variant import VARIANTS as SIMOTA_VARIANTS
 
 ALL = os.environ.get("YOLOX_FAST_BENCH_ALL") == "1"
 HAS_CUDA = torch.cuda.is_available()
@@ -46,7 +50,7 @@ DEFAULT_SHAPES = [(8, 8400, 10), (8, 8400, 120), (16, 8400, 120), (16, 8400, 50)
                   (8, 33600, 120)]
 FULL_SHAPES = [(b, a, g) for b in (1, 8, 16) for a in (8400, 33600) for g in (10, 50, 120, 500)]
 SHAPES = FULL_SHAPES if ALL else DEFAULT_SHAPES
-VARIANTS = ["seed", "center"] if ALL else ["seed"]
+VARIANTS = list(SIMOTA_VARIANTS) if ALL else [DEFAULT_VARIANT]
 
 CPU_PROVIDERS = ["reference", "torch", "cpu"]
 GPU_PROVIDERS = ["reference-cuda", "torch-cuda", "cuda", "triton"]
@@ -134,6 +138,8 @@ def test_simota_assign(benchmark, shape, provider, variant):
     device = "cuda" if provider in GPU_PROVIDERS else "cpu"
     if device == "cuda" and not HAS_CUDA:
         pytest.skip("needs a CUDA GPU")
+    if GPU_ONLY and (device == "cpu" or (provider == "reference-cuda" and shape != SIMOTA_TARGET_SHAPE)):
+        pytest.skip("YOLOX_FAST_BENCH_GPU_ONLY=1: GPU providers, and the reference only at the target shape")
     if not ALL and (provider, shape) in DEFAULT_SKIP:
         pytest.skip("slow or memory-hungry for the default run; YOLOX_FAST_BENCH_ALL=1 runs it")
     need = _estimated_gb(provider, b, a, g)
@@ -143,7 +149,7 @@ def test_simota_assign(benchmark, shape, provider, variant):
     if name not in backends.available_backends(simota.OP, device):
         pytest.skip(f"backend {name!r} is not available on {device}")
 
-    var = reference.SEED if variant == "seed" else reference.CENTER
+    var = get_variant(variant)
     batch = random_simota_batch(b, g, C, a, seed=b * 1000 + g, device=device)
 
     def call():

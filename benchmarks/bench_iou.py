@@ -6,6 +6,7 @@ Shapes: G x A with A = 8400 (640 input) and 33600 (1280), G = 120 and 500 GTs.
 import pytest
 import torch
 
+from benchmarks.gpu_targets import GPU_ONLY
 from yolox_fast import _extension
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.triton_support import triton_unavailable
@@ -21,8 +22,9 @@ def boxes(n, device):
 
 
 def providers():
-    yield "reference", "cpu"
-    yield "cpu", "cpu"
+    if not GPU_ONLY:
+        yield "reference", "cpu"
+        yield "cpu", "cpu"
     if torch.cuda.is_available():
         yield "reference", "cuda"
         yield "cuda", "cuda"

@@ -1,4 +1,4 @@
-"""Pairwise IoU in Triton: one program per (row of boxes1, block of boxes2)."""
+"""Pairwise IoU in Triton: one program per (row of boxes1, block of boxes2), on a 1-D grid."""
 
 from __future__ import annotations
 
@@ -7,39 +7,55 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ._launch import NO_FP_FUSION, device_guard
+
 BLOCK_M = 128
 
 
 @triton.jit
-def _corners(p0, p1, p2, p3, XYXY: tl.constexpr):
-    # Same operations as yolox_fast/ops/reference.py, so results agree bit for bit in float32.
+def _div(a, b, ACC: tl.constexpr):
+    # IEEE round-to-nearest division, as PyTorch's `/` (a plain float32 `/` lowers to div.full.f32, ~2 ulp)
+    if ACC == tl.float64:
+        return a / b  # float64 division is always IEEE (div_rn is float32-only)
+    else:
+        return tl.math.div_rn(a, b)
+
+
+@triton.jit
+def _corners(p0, p1, p2, p3, XYXY: tl.constexpr, ACC: tl.constexpr):
+    # Same operations as yolox_fast/ops/reference.py, so results agree bit for bit (launched without FP fusion).
     if XYXY:
         x1, y1, x2, y2 = p0, p1, p2, p3
         area = (p2 - p0) * (p3 - p1)
     else:
-        x1, y1, x2, y2 = p0 - p2 / 2, p1 - p3 / 2, p0 + p2 / 2, p1 + p3 / 2
+        hw = p2 * 0.5  # x / 2 is exact, so x * 0.5 is the same number, without a division instruction
+        hh = p3 * 0.5
+        x1, y1, x2, y2 = p0 - hw, p1 - hh, p0 + hw, p1 + hh
         area = p2 * p3
     return x1, y1, x2, y2, area
 
 
 @triton.jit
-def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    # 1-D grid (grid axes 1 and 2 stop at 65535); offsets in int64: N * M reaches 2^31 at N = 256, M = 8.4M.
+    blocks = tl.cdiv(M, BLOCK)
+    pid = tl.program_id(0)
+    i = (pid // blocks).to(tl.int64)
+    offs = (pid % blocks).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < M
     ax1, ay1, ax2, ay2, area_a = _corners(
-        tl.load(b1_ptr + 4 * i).to(tl.float32),
-        tl.load(b1_ptr + 4 * i + 1).to(tl.float32),
-        tl.load(b1_ptr + 4 * i + 2).to(tl.float32),
-        tl.load(b1_ptr + 4 * i + 3).to(tl.float32),
-        XYXY,
+        tl.load(b1_ptr + 4 * i).to(ACC),
+        tl.load(b1_ptr + 4 * i + 1).to(ACC),
+        tl.load(b1_ptr + 4 * i + 2).to(ACC),
+        tl.load(b1_ptr + 4 * i + 3).to(ACC),
+        XYXY, ACC,
     )
     bx1, by1, bx2, by2, area_b = _corners(
-        tl.load(b2_ptr + 4 * offs, mask=valid, other=0.0).to(tl.float32),
-        tl.load(b2_ptr + 4 * offs + 1, mask=valid, other=0.0).to(tl.float32),
-        tl.load(b2_ptr + 4 * offs + 2, mask=valid, other=0.0).to(tl.float32),
-        tl.load(b2_ptr + 4 * offs + 3, mask=valid, other=0.0).to(tl.float32),
-        XYXY,
+        tl.load(b2_ptr + 4 * offs, mask=valid, other=0.0).to(ACC),
+        tl.load(b2_ptr + 4 * offs + 1, mask=valid, other=0.0).to(ACC),
+        tl.load(b2_ptr + 4 * offs + 2, mask=valid, other=0.0).to(ACC),
+        tl.load(b2_ptr + 4 * offs + 3, mask=valid, other=0.0).to(ACC),
+        XYXY, ACC,
     )
     tlx = tl.maximum(ax1, bx1)
     tly = tl.maximum(ay1, by1)
@@ -48,8 +64,14 @@ def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, BLOCK: 
     overlap = (tlx < brx) & (tly < bry)
     inter = tl.where(overlap, (brx - tlx) * (bry - tly), 0.0)
     union = area_a + area_b - inter
-    iou = tl.where(union > 0, inter / tl.where(union > 0, union, 1.0), 0.0)
+    iou = tl.where(union > 0, _div(inter, tl.where(union > 0, union, 1.0), ACC), 0.0)
     tl.store(out_ptr + i * M + offs, iou.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+def iou_acc(dtype: torch.dtype):
+    """The compute dtype of the IoU kernel: float64 for float64 boxes (as the CUDA op and the reference),
+    else float32 (half and bfloat16 computed in float32, rounded once)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def launch_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, xyxy: bool, out: torch.Tensor) -> None:
@@ -57,13 +79,16 @@ def launch_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, xyxy: bool, 
     n, m = boxes1.shape[0], boxes2.shape[0]
     if n == 0 or m == 0:
         return
-    grid = (n, triton.cdiv(m, BLOCK_M))
-    wrap_triton(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, BLOCK=BLOCK_M)
+    grid = (n * triton.cdiv(m, BLOCK_M),)
+    with device_guard(boxes1.device):
+        wrap_triton(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, ACC=iou_acc(boxes1.dtype),
+                                                BLOCK=BLOCK_M, **NO_FP_FUSION)
 
 
 @triton_op("yolox_fast::pairwise_iou_triton", mutates_args=())
 def pairwise_iou_triton(boxes1: torch.Tensor, boxes2: torch.Tensor, xyxy: bool) -> torch.Tensor:
-    """Triton pairwise IoU ``[N, 4] x [M, 4] -> [N, M]`` (float32 math, output in the input dtype)."""
+    """Triton pairwise IoU ``[N, 4] x [M, 4] -> [N, M]`` (float32 math, float64 for float64 boxes; output in
+    the input dtype)."""
     boxes1 = boxes1.contiguous()
     boxes2 = boxes2.contiguous()
     out = boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))

@@ -5,10 +5,12 @@
    order: class then anchor when class-aware, anchor then class when agnostic);
 2. torch.sort of each image's keys (descending, stable);
 3. ``_gather_kernel``: float32 corners, class and anchor of the first ``cap`` candidates of each image;
-4. ``_nms_mask_kernel``: one 64 x 64 tile per program, bit j of ``mask[i, w]`` = candidate ``64 w + j``
-   comes after ``i``, has its class (class-aware) and IoU > threshold with it;
-5. ``_nms_reduce_kernel``: one program per image walks the candidates in order with the removed-bits in
-   registers and stops adding at ``max_det``; the mask stays on the device;
+4. ``_nms_mask_kernel``: a fixed grid of programs per image loops over the 64 x 64 tiles on and above the
+   diagonal and within the image's candidate count (read on the device: no sync); bit j of ``mask[i, w]`` =
+   candidate ``64 w + j`` comes after ``i``, has its class (class-aware) and IoU > threshold with it;
+5. ``_nms_reduce_kernel``: one program per image walks the candidates in order, one reduction per 64
+   candidates (the removed bits of their word), scalar bit tests in between, a row load per kept box only,
+   and stops at ``max_det``; the mask stays on the device;
 6. ``_rows_kernel``: ``[B, M, 7]`` rows, zero padded.
 
 Arithmetic follows yolox_fast/ops/reference.py op by op (rounded to the prediction dtype where the
@@ -18,15 +20,23 @@ keeps two roundings). Raw input uses Triton's exp, within an ulp or two of PyTor
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ._launch import NO_FP_FUSION, device_guard
+
 TILE = 64
 INVALID_KEY = -(2**63)
 MAX_MASK_BYTES = 4 << 30  # as the CUDA backend
-_NO_FUSION = {"enable_fp_fusion": False}
+#: programs per image of the mask kernel, as the CUDA backend: ~4096 programs in all, at least 1 per image
+MASK_PROGRAMS = 4096
+GATHER_BLOCK = 128  # candidates per program of _gather_kernel
+ROWS_BLOCK = 64  # output rows per program of _rows_kernel
 
 
 @triton.jit
@@ -56,8 +66,8 @@ def _sort_key(score, sec, ACC: tl.constexpr):
         return (k << 32) | (tl.full(sec.shape, 0xFFFFFFFF, tl.int64) - sec.to(tl.int64))
 
 
-@triton.jit
-def _score_kernel(pred_ptr, conf_ptr, keys_ptr, label_ptr, A, S, C, L, RAW: tl.constexpr, MULTI: tl.constexpr,
+@triton.jit(do_not_specialize=["conf_bits"])
+def _score_kernel(pred_ptr, conf_bits, keys_ptr, label_ptr, A, S, C, L, RAW: tl.constexpr, MULTI: tl.constexpr,
                   AGNOSTIC: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     DT: tl.constexpr = pred_ptr.dtype.element_ty
     b = tl.program_id(1)
@@ -66,7 +76,8 @@ def _score_kernel(pred_ptr, conf_ptr, keys_ptr, label_ptr, A, S, C, L, RAW: tl.c
     row_ok = a < A
     cls_ok = row_ok[:, None] & (c[None, :] < C)
     rows = pred_ptr + (b * A + a).to(tl.int64) * S
-    conf = tl.load(conf_ptr).to(ACC)
+    # the threshold arrives as the int64 bits of a float64 (a scalar argument: no device copy, no sync)
+    conf = conf_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
     obj = tl.load(rows + 4, mask=row_ok, other=0.0).to(ACC)
     x = tl.load(rows[:, None] + 5 + c[None, :], mask=cls_ok, other=float("-inf")).to(ACC)
     if RAW:
@@ -111,8 +122,9 @@ def _anchor_box(rows, grids_ptr, strides_ptr, a, ok, RAW: tl.constexpr, DT: tl.c
         cy = _round(_round(cy + gy, DT, ACC) * s, DT, ACC)
         w = _round(_round(tl.exp(w), DT, ACC) * s, DT, ACC)
         h = _round(_round(tl.exp(h), DT, ACC) * s, DT, ACC)
-    hw = _round(w / 2, DT, ACC)
-    hh = _round(h / 2, DT, ACC)
+    # w / 2 as w * 0.5 (the same number, exactly): a float32 `/` would lower to the approximate div.full.f32
+    hw = _round(w * 0.5, DT, ACC)
+    hh = _round(h * 0.5, DT, ACC)
     return (_round(cx - hw, DT, ACC), _round(cy - hh, DT, ACC), _round(cx + hw, DT, ACC), _round(cy + hh, DT, ACC))
 
 
@@ -148,12 +160,8 @@ def _gather_kernel(pred_ptr, grids_ptr, strides_ptr, order_ptr, label_ptr, n_ptr
 
 
 @triton.jit
-def _nms_mask_kernel(boxes_ptr, cls_ptr, n_ptr, mask_ptr, cap, words, thr, HAS_CLS: tl.constexpr,
-                     TILE_: tl.constexpr):
-    rb = tl.program_id(0)
-    cb = tl.program_id(1)
-    g = tl.program_id(2)
-    n = tl.minimum(tl.load(n_ptr + g), cap)
+def _nms_tile(boxes_ptr, cls_ptr, mask_ptr, g, n, cap, words, rb, cb, thr, HAS_CLS: tl.constexpr,
+              TILE_: tl.constexpr):
     i = rb * TILE_ + tl.arange(0, TILE_)
     j = cb * TILE_ + tl.arange(0, TILE_)
     ri = i < n
@@ -177,34 +185,61 @@ def _nms_mask_kernel(boxes_ptr, cls_ptr, n_ptr, mask_ptr, cap, words, thr, HAS_C
     iou = tl.math.div_rn(inter, (area_a + area_b) - inter)
     hit = (iou > thr) & rj[None, :] & (j[None, :] > i[:, None])
     if HAS_CLS:
-        ci = tl.load(cls_ptr + g * cap + i, mask=ri, other=-1)
-        cj = tl.load(cls_ptr + g * cap + j, mask=rj, other=-2)
+        ci = tl.load(cls_ptr + (g * cap + i).to(tl.int64), mask=ri, other=-1)
+        cj = tl.load(cls_ptr + (g * cap + j).to(tl.int64), mask=rj, other=-2)
         hit = hit & (ci[:, None] == cj[None, :])
     shift = tl.arange(0, TILE_).to(tl.int64)
     # distinct bits, so their sum is their OR
     bits = tl.sum(tl.where(hit, tl.full(hit.shape, 1, tl.int64) << shift[None, :], 0), axis=1)
-    tl.store(mask_ptr + (g * cap + i).to(tl.int64) * words + cb, bits, mask=ri & (cb >= rb))
+    tl.store(mask_ptr + (g * cap + i).to(tl.int64) * words + cb, bits, mask=ri)
+
+
+@triton.jit
+def _nms_mask_kernel(boxes_ptr, cls_ptr, n_ptr, mask_ptr, cap, words, thr, HAS_CLS: tl.constexpr,
+                     TILE_: tl.constexpr):
+    # grid (programs, G): program p of problem g takes tiles p, p + programs, ... of the nb x nb tile
+    # square of its n candidates, and skips those below the diagonal (a box only suppresses later boxes).
+    # Tiles past n are never visited: sized by the count on the device, the grid by the capacity.
+    p = tl.program_id(0)
+    programs = tl.num_programs(0)
+    g = tl.program_id(1)
+    n = tl.minimum(tl.load(n_ptr + g), cap).to(tl.int32)
+    nb = tl.cdiv(n, TILE_)
+    for t in range(p, nb * nb, programs):
+        rb = t // nb
+        cb = t % nb
+        if cb >= rb:
+            _nms_tile(boxes_ptr, cls_ptr, mask_ptr, g, n, cap, words, rb, cb, thr, HAS_CLS, TILE_)
 
 
 @triton.jit
 def _nms_reduce_kernel(mask_ptr, n_ptr, keep_ptr, count_ptr, cap, words, limit, BLOCK_W: tl.constexpr,
                        TILE_: tl.constexpr):
+    # Greedy scan of one problem's mask. `removed` holds the suppressed bits of all words in registers;
+    # word rb is pulled out once per 64 candidates (one reduction), its bits tested as a scalar, and a
+    # kept row's words (from its own block on: earlier words were never written) OR-ed in with one load.
+    # Stops as soon as `limit` boxes are kept.
     g = tl.program_id(0)
     n = tl.minimum(tl.load(n_ptr + g), cap).to(tl.int32)
+    nb = tl.cdiv(n, TILE_)
     offs = tl.arange(0, BLOCK_W)
     removed = tl.zeros([BLOCK_W], dtype=tl.int64)
     count = tl.full([], 0, tl.int32)
-    for i in range(0, n):
-        word = i // TILE_
-        bit = i % TILE_
-        cur = tl.sum(tl.where(offs == word, removed, 0))
-        if (((cur >> bit) & 1) == 0) & (count < limit):
-            tl.store(keep_ptr + g * limit + count, i)
-            # words before the row's own block were never written: load from its block on
-            row = tl.load(mask_ptr + (g * cap + i).to(tl.int64) * words + offs, mask=(offs >= word) & (offs < words),
-                          other=0)
-            removed = removed | row
-            count += 1
+    rb = tl.full([], 0, tl.int32)
+    while (rb < nb) & (count < limit):
+        rem = tl.sum(tl.where(offs == rb, removed, 0))
+        rows = tl.minimum(n - rb * TILE_, TILE_)
+        k = tl.full([], 0, tl.int32)
+        while (k < rows) & (count < limit):
+            if ((rem >> k.to(tl.int64)) & 1) == 0:
+                r = rb * TILE_ + k
+                tl.store(keep_ptr + g * limit + count, r)
+                row_ptr = mask_ptr + (g * cap + r).to(tl.int64) * words
+                removed = removed | tl.load(row_ptr + offs, mask=(offs >= rb) & (offs < nb), other=0)
+                rem = rem | tl.load(row_ptr + rb)
+                count += 1
+            k += 1
+        rb += 1
     tl.store(count_ptr + g, count.to(tl.int64))
 
 
@@ -246,11 +281,50 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def score_blocks(num_classes: int) -> tuple[int, int]:
+    """``(BLOCK_R, BLOCK_C)`` of ``_score_kernel``: all classes of a row in one block, ~4096 elements."""
+    block_c = triton.next_power_of_2(num_classes)
+    return max(1, min(64, 4096 // block_c)), block_c
+
+
+def _f32(x: float) -> float:
+    if math.isfinite(x) and abs(x) >= 3.4028235677973366e38:  # rounds past FLT_MAX: overflows to inf
+        return math.copysign(math.inf, x)
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def threshold_as(x: float, dtype: torch.dtype) -> float:
+    """``x`` rounded to ``dtype`` as ``torch.tensor(x, dtype=dtype)`` rounds it (through float32), computed
+    on the host without a tensor: the reference compares scores with the threshold in the prediction dtype."""
+    if dtype == torch.float64 or math.isnan(x):
+        return float(x)
+    f = _f32(x)
+    if dtype == torch.float16:
+        try:
+            return struct.unpack("<e", struct.pack("<e", f))[0]
+        except OverflowError:
+            return math.copysign(math.inf, f)
+    if dtype == torch.bfloat16 and math.isfinite(f):  # round to nearest even on the upper 16 bits
+        u = struct.unpack("<I", struct.pack("<f", f))[0]
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000) & 0xFFFFFFFF
+        return struct.unpack("<f", struct.pack("<I", u))[0]
+    return f
+
+
+def float_bits(x: float) -> int:
+    """The int64 bit pattern of float64 ``x``: how a float64 reaches a kernel exactly (Triton passes Python
+    floats as float32)."""
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
 def launch_nms(boxes: torch.Tensor, cls: torch.Tensor | None, n_valid: torch.Tensor, cap: int, thr: float,
-               limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+               limit: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bitmask NMS of ``G`` problems: ``boxes [G, cap, 4]`` float32 in priority order, ``cls [G, cap]`` int64
     (None: class-agnostic), ``n_valid [G]`` int64. Returns ``keep [G, limit]`` int32 ranks (the first
-    ``count[g]`` valid) and ``count [G]`` int64."""
+    ``count[g]`` valid) and ``count [G]`` int64.
+
+    ``mask``: optional ``[G, cap, ceil(cap / 64)]`` int64 workspace; only the words of the tiles on and
+    above the diagonal within each problem's count are written."""
     g = boxes.shape[0]
     words = triton.cdiv(cap, TILE)
     if g * cap * words * 8 > MAX_MASK_BYTES:
@@ -261,12 +335,17 @@ def launch_nms(boxes: torch.Tensor, cls: torch.Tensor | None, n_valid: torch.Ten
     count = torch.zeros((g,), dtype=torch.int64, device=boxes.device)
     if cap == 0 or limit == 0:
         return keep, count
-    mask = torch.empty((g, cap, words), dtype=torch.int64, device=boxes.device)
-    wrap_triton(_nms_mask_kernel)[(words, words, g)](
-        boxes, cls if cls is not None else n_valid, n_valid, mask, cap, words, thr, HAS_CLS=cls is not None,
-        TILE_=TILE, **_NO_FUSION)
-    wrap_triton(_nms_reduce_kernel)[(g,)](mask, n_valid, keep, count, cap, words, max(limit, 1),
-                                          BLOCK_W=triton.next_power_of_2(words), TILE_=TILE)
+    if g > 65535:
+        raise RuntimeError(f"NMS on the GPU takes at most 65535 problems per call, got {g}")
+    if mask is None:
+        mask = torch.empty((g, cap, words), dtype=torch.int64, device=boxes.device)
+    programs = max(1, min(words * words, MASK_PROGRAMS // max(g, 1)))
+    with device_guard(boxes.device):
+        wrap_triton(_nms_mask_kernel)[(programs, g)](
+            boxes, cls if cls is not None else n_valid, n_valid, mask, cap, words, thr, HAS_CLS=cls is not None,
+            TILE_=TILE, **NO_FP_FUSION)
+        wrap_triton(_nms_reduce_kernel)[(g,)](mask, n_valid, keep, count, cap, words, max(limit, 1),
+                                              BLOCK_W=triton.next_power_of_2(words), TILE_=TILE)
     return keep, count
 
 
@@ -288,19 +367,32 @@ def postprocess_triton(prediction: torch.Tensor, num_classes: int, conf_thre: fl
                                                                              device=device)
     g = grids.to(torch.float32).contiguous() if raw else pred
     s = strides.to(torch.float32).contiguous() if raw else pred
-    # the threshold rounded to the prediction dtype (the reference compares in that dtype)
-    conf = torch.tensor([conf_thre], dtype=pred.dtype, device=device).to(torch.float64 if acc == tl.float64
-                                                                         else torch.float32)
+    with device_guard(device):
+        return _postprocess_triton(pred, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, pre_nms_topk,
+                                   max_det, g, s, raw, slots, acc)
 
+
+def _postprocess_triton(pred, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, pre_nms_topk, max_det,
+                        g, s, raw, slots, acc):
+    num_images, num_anchors, stride = pred.shape
+    device = pred.device
+    conf_bits = float_bits(threshold_as(float(conf_thre), pred.dtype))
     keys = torch.empty((num_images, slots), dtype=torch.int64, device=device)
     label = torch.empty((num_images, num_anchors), dtype=torch.int32, device=device)
-    block_c = triton.next_power_of_2(num_classes)
-    block_r = max(1, min(64, 4096 // block_c))
+    block_r, block_c = score_blocks(num_classes)
     wrap_triton(_score_kernel)[(triton.cdiv(num_anchors, block_r), num_images)](
-        pred, conf, keys, label, num_anchors, stride, num_classes, slots, RAW=raw, MULTI=multi_label,
-        AGNOSTIC=class_agnostic, ACC=acc, BLOCK_R=block_r, BLOCK_C=block_c, **_NO_FUSION)
+        pred, conf_bits, keys, label, num_anchors, stride, num_classes, slots, RAW=raw, MULTI=multi_label,
+        AGNOSTIC=class_agnostic, ACC=acc, BLOCK_R=block_r, BLOCK_C=block_c, **NO_FP_FUSION)
     n_valid = (keys != INVALID_KEY).sum(1)
-    order = torch.sort(keys, dim=1, descending=True, stable=True).indices.to(torch.int32)
+    if acc == tl.float64 and not multi_label and not class_agnostic:
+        # float64 keys are all score, with no room for the tie-break (class, then anchor); slot order is
+        # anchor order. Pre-order the slots by (class, anchor): the stable sort keeps that order among ties.
+        anchors = torch.arange(num_anchors, device=device, dtype=torch.int64)
+        pre = torch.sort(label.to(torch.int64) * num_anchors + anchors, dim=1, stable=True).indices
+        order = pre.gather(1, torch.sort(keys.gather(1, pre), dim=1, descending=True, stable=True).indices)
+        order = order.to(torch.int32)
+    else:
+        order = torch.sort(keys, dim=1, descending=True, stable=True).indices.to(torch.int32)
 
     cap = min(pre_nms_topk, slots) if pre_nms_topk > 0 else slots
     if max_det <= 0:  # the list output (which syncs anyway): size the work by the actual count
@@ -311,19 +403,17 @@ def postprocess_triton(prediction: torch.Tensor, num_classes: int, conf_thre: fl
     cls = torch.empty((num_images, cap1), dtype=torch.int64, device=device)
     anchor = torch.empty((num_images, cap1), dtype=torch.int32, device=device)
     if cap > 0:
-        block = 128
-        wrap_triton(_gather_kernel)[(triton.cdiv(cap, block), num_images)](
+        wrap_triton(_gather_kernel)[(triton.cdiv(cap, GATHER_BLOCK), num_images)](
             pred, g, s, order, label, n_valid, boxes, cls, anchor, num_anchors, stride, num_classes, slots, cap,
-            RAW=raw, MULTI=multi_label, AGNOSTIC=class_agnostic, ACC=acc, BLOCK=block, **_NO_FUSION)
+            RAW=raw, MULTI=multi_label, AGNOSTIC=class_agnostic, ACC=acc, BLOCK=GATHER_BLOCK, **NO_FP_FUSION)
     keep, count = launch_nms(boxes, None if class_agnostic else cls, n_valid, cap, float(nms_thre), limit)
 
     m = max_det if max_det > 0 else limit
     out = torch.empty((num_images, m, 7), dtype=pred.dtype, device=device)
     if m > 0:
-        block = 64
-        wrap_triton(_rows_kernel)[(triton.cdiv(m, block), num_images)](
+        wrap_triton(_rows_kernel)[(triton.cdiv(m, ROWS_BLOCK), num_images)](
             pred, g, s, keep, count, cls, anchor, out, num_anchors, stride, cap1, max(limit, 1), m, RAW=raw, ACC=acc,
-            BLOCK=block, **_NO_FUSION)
+            BLOCK=ROWS_BLOCK, **NO_FP_FUSION)
     if max_det <= 0:
         out = out[:, : int(count.max())].contiguous()
     return out, count
@@ -334,6 +424,12 @@ def nms_triton(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor | N
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
+    with device_guard(boxes.device):
+        return _nms_triton(boxes, scores, idxs, iou_threshold)
+
+
+def _nms_triton(boxes, scores, idxs, iou_threshold):
+    n = boxes.shape[0]
     order = torch.sort(scores, descending=True, stable=True).indices
     sorted_boxes = boxes[order].to(torch.float32).contiguous()[None]
     cls = idxs[order].to(torch.int64).contiguous()[None] if idxs is not None else None

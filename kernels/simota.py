@@ -28,6 +28,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ._launch import NO_FP_FUSION, device_guard
+
 try:
     from triton.language.extra import libdevice
 except ImportError:  # older triton
@@ -41,7 +43,9 @@ BLOCK_S_A = 32  # anchors x classes per tile, kernel 2
 BLOCK_S_C = 32
 BLOCK_SCAN = 512  # anchors per step of a GT's scan, kernel 3
 SLOTS = 16  # kept IoUs / cheapest anchors per GT (10 used: k <= 10)
-INT_MAX = 2**31 - 1
+#: empty slot's anchor index. A tl.constexpr object: compiled Triton refuses plain module globals (and
+#: `INT_MAX: tl.constexpr = ...` annotations) inside a kernel, although the interpreter accepts them.
+INT_MAX = tl.constexpr(2**31 - 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +195,8 @@ def _simota_bce_sum_kernel(cls_ptr, stride_b, stride_a, stride_c, obj_ptr, cand_
         for c0 in range(0, C, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
             m = cand[:, None] & (offs_c[None, :] < C)
-            ptrs = cls_ptr + b * stride_b + offs_a[:, None] * stride_a + offs_c[None, :] * stride_c
+            # int64 image offset: B * A * C reaches 2^31 at B = 16, A = 33600, C = 4000
+            ptrs = cls_ptr + b.to(tl.int64) * stride_b + offs_a[:, None] * stride_a + offs_c[None, :] * stride_c
             logit = tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
             p = tl.sqrt_rn(_sigmoid(logit, GPU) * so[:, None])
             acc += tl.sum(tl.where(m, -tl.maximum(_log1p(-p, GPU), -100.0), 0.0), axis=1)
@@ -248,7 +253,8 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
             x, y, r = _anchors(grids_ptr, strides_ptr, offs, valid, radius_scale, GPU)
             geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY)
             s = tl.load(s_ptr + b * A + offs, mask=cand, other=0.0)
-            logit = tl.load(cls_ptr + b * stride_b + offs * stride_a + cls_g * stride_c, mask=cand, other=0.0)
+            logit = tl.load(cls_ptr + b.to(tl.int64) * stride_b + offs * stride_a + cls_g * stride_c, mask=cand,
+                            other=0.0)
             so = _sigmoid(tl.load(obj_ptr + b * A + offs, mask=cand, other=0.0), GPU)
             cost = _pair_cost(s, logit.to(tl.float32), so, iou, geo, penalty, GPU)
             cost = tl.where(cand, cost, float("inf"))
@@ -316,7 +322,8 @@ def _simota_resolve_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_
                 iou = _iou(cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5, _mul(w, h, GPU), px1, py1, px2, py2,
                            parea, GPU)
                 geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY)
-                logit = tl.load(cls_ptr + b * stride_b + offs * stride_a + cls_g * stride_c, mask=contested, other=0.0)
+                logit = tl.load(cls_ptr + b.to(tl.int64) * stride_b + offs * stride_a + cls_g * stride_c,
+                                mask=contested, other=0.0)
                 cost = _pair_cost(s, logit.to(tl.float32), so, iou, geo, penalty, GPU)
                 better = contested & (cost < best)
                 best = tl.where(better, cost, best)
@@ -355,18 +362,20 @@ def launch_simota(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, 
     takers = torch.zeros((b, a), dtype=torch.int32, device=device)
     owner = torch.full((b, a), -1, dtype=torch.int32, device=device)
     sb, sa, sc = cls_logits.stride()
-    common = dict(CENTER_ONLY=center_only, GPU=GPU_MATH)
-    wrap_triton(_simota_candidates_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
-        grids, strides, gt_boxes, gt_mask, cand, a, g, center_radius, BLOCK=BLOCK_CAND, **common)
-    if g > 0:
-        wrap_triton(_simota_bce_sum_kernel)[(b, triton.cdiv(a, BLOCK_S_A))](
-            cls_logits, sb, sa, sc, obj_logits, cand, s_u, a, c, GPU=GPU_MATH, BLOCK_A=BLOCK_S_A, BLOCK_C=BLOCK_S_C)
-        wrap_triton(_simota_select_kernel)[(b * g,)](
-            pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, cand, s_u,
-            takers, owner, a, g, center_radius, penalty, BLOCK=BLOCK_SCAN, SLOTS=SLOTS, **common)
-    wrap_triton(_simota_resolve_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
-        pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, s_u, takers,
-        owner, fg, matched, miou, a, g, center_radius, penalty, BLOCK=BLOCK_CAND, **common)
+    common = dict(CENTER_ONLY=center_only, GPU=GPU_MATH, **NO_FP_FUSION)
+    with device_guard(device):
+        wrap_triton(_simota_candidates_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
+            grids, strides, gt_boxes, gt_mask, cand, a, g, center_radius, BLOCK=BLOCK_CAND, **common)
+        if g > 0:
+            wrap_triton(_simota_bce_sum_kernel)[(b, triton.cdiv(a, BLOCK_S_A))](
+                cls_logits, sb, sa, sc, obj_logits, cand, s_u, a, c, GPU=GPU_MATH, BLOCK_A=BLOCK_S_A, BLOCK_C=BLOCK_S_C,
+                **NO_FP_FUSION)
+            wrap_triton(_simota_select_kernel)[(b * g,)](
+                pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, cand,
+                s_u, takers, owner, a, g, center_radius, penalty, BLOCK=BLOCK_SCAN, SLOTS=SLOTS, **common)
+        wrap_triton(_simota_resolve_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
+            pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, s_u, takers,
+            owner, fg, matched, miou, a, g, center_radius, penalty, BLOCK=BLOCK_CAND, **common)
 
 
 @triton_op("yolox_fast::simota_assign_triton", mutates_args=())

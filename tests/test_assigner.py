@@ -1,5 +1,6 @@
 """SimOTAAssigner API: argument checks, variants, the official drop-in, the extension fallback."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import torch
 from yolox_fast import SimOTAAssigner
 from yolox_fast.ops import reference
 from yolox_fast.ops.anchors import anchor_grid_for_input
+from yolox_fast.ops.simota_variant import CENTER, SEED
 
 
 def batch(b=2, g=3, c=4, img=128, seed=0):
@@ -32,10 +34,15 @@ def batch(b=2, g=3, c=4, img=128, seed=0):
 
 
 def test_defaults_follow_the_variants():
-    assert SimOTAAssigner(80).variant == reference.SEED
-    assert SimOTAAssigner(80, center_radius=1.5, candidates="center").variant == reference.CENTER
+    assert SimOTAAssigner(80).variant == SEED
+    assert SimOTAAssigner(80, "center").variant == CENTER
+    assert SimOTAAssigner(80, candidates="center").variant == CENTER  # the rule brings its radius and penalty
+    assert SimOTAAssigner(80, center_radius=1.5, candidates="center").variant == CENTER
+    assert SimOTAAssigner(80, CENTER, penalty=7.0).variant == dataclasses.replace(CENTER, penalty=7.0)
     with pytest.raises(ValueError, match="candidates must be one of"):
         SimOTAAssigner(80, candidates="box")
+    with pytest.raises(ValueError, match="unknown SimOTA variant 'upstream'; choose from seed, center"):
+        SimOTAAssigner(80, "upstream")
 
 
 def test_assign_outputs_and_num_fg():
@@ -71,6 +78,21 @@ def test_bad_input_names_the_argument(change, match):
     args.update(change)
     with pytest.raises(ValueError, match=match):
         SimOTAAssigner(4).assign(**args)
+
+
+@pytest.mark.parametrize("check_values", [None, True, False])
+def test_value_checks_follow_the_flag(check_values):
+    """check_values=False (the trainer: its data layer checked the labels) skips the data checks, so a
+    GPU step has no host sync for them; None checks on CPU inputs only, True everywhere."""
+    args = batch()
+    args["gt_boxes"][1, 0, 1] = float("nan")
+    assigner = SimOTAAssigner(4, check_values=check_values, backend="torch")
+    if check_values is False:
+        assigner.assign(**args)  # the torch backend treats the NaN box as one that matches nothing
+    else:
+        with pytest.raises(ValueError, match=r"gt_boxes\[1, 0\] .* is not finite"):
+            assigner.assign(**args)
+    assert assigner._check_values_on(torch.device("cuda")) is bool(check_values)
 
 
 def test_padding_rows_are_not_checked():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from yolox_fast.data import (
     COCODetection,
     TrainAugmentDataset,
     YOLODetection,
+    check_labels,
     collate,
     letterbox,
     make_synthetic_dataset,
+    read_image,
 )
 from yolox_fast.data import transforms as T
 from yolox_fast.data.synthetic import SHAPE_CLASSES
@@ -182,6 +185,68 @@ def test_corrupt_image_raises_with_its_name(tmp_path):
         COCODetection(image_dir, ann_file, cache_images=True)  # the cache decodes everything up front
 
 
+SHARED_IMAGES = COCO128.parent / "images"
+
+
+def truncated_copy(src: Path, dst: Path, keep: float = 0.6) -> Path:
+    """The first ``keep`` of ``src``'s bytes written to ``dst`` (a download or copy cut short)."""
+    data = src.read_bytes()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+@pytest.mark.skipif(not (SHARED_IMAGES / "dog.jpg").is_file(), reason=f"dog.jpg not found in {SHARED_IMAGES}")
+def test_truncated_images_raise_naming_the_file(tmp_path):
+    """libjpeg grey-fills a truncated JPEG and only warns; read_image refuses it, naming the file."""
+    dog = SHARED_IMAGES / "dog.jpg"
+    whole = read_image(dog)
+    for keep in (0.6, 0.99):
+        cut = truncated_copy(dog, tmp_path / f"dog_{keep}.jpg", keep)
+        assert cv2.imread(str(cut)) is not None  # what the old code accepted: decoded, grey-filled
+        with pytest.raises(ValueError, match=rf"dog_{keep}.jpg: truncated JPEG"):
+            read_image(cut)
+    # Bytes after the end-of-image marker (phone trailers) and progressive JPEGs are whole images.
+    trailer = tmp_path / "trailer.jpg"
+    trailer.write_bytes(dog.read_bytes() + b"\xff\xda\x00\x08trailer" * 4)
+    assert np.array_equal(read_image(trailer), whole)
+    ok, progressive = cv2.imencode(".jpg", whole, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    (tmp_path / "progressive.jpg").write_bytes(progressive.tobytes())
+    assert read_image(tmp_path / "progressive.jpg").shape == whole.shape
+    truncated_copy(tmp_path / "progressive.jpg", tmp_path / "progressive_cut.jpg", 0.5)
+    with pytest.raises(ValueError, match="progressive_cut.jpg: truncated JPEG"):
+        read_image(tmp_path / "progressive_cut.jpg")
+    ok, png = cv2.imencode(".png", whole[:64, :64])
+    (tmp_path / "whole.png").write_bytes(png.tobytes())
+    assert np.array_equal(read_image(tmp_path / "whole.png"), whole[:64, :64])
+    truncated_copy(tmp_path / "whole.png", tmp_path / "cut.png", 0.95)
+    with pytest.raises(ValueError, match="cut.png: truncated PNG"):
+        read_image(tmp_path / "cut.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.jpg: empty file"):
+        read_image(tmp_path / "empty.jpg")
+
+
+@pytest.mark.skipif(not (SHARED_IMAGES / "dog.jpg").is_file(), reason=f"dog.jpg not found in {SHARED_IMAGES}")
+def test_datasets_error_on_or_skip_truncated_images(tmp_path):
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])],
+                                     images=[{"id": 1, "file_name": "a.jpg", "height": 576, "width": 768},
+                                             {"id": 2, "file_name": "b.png", "height": 60, "width": 80}])
+    truncated_copy(SHARED_IMAGES / "dog.jpg", image_dir / "a.jpg")
+    default = COCODetection(image_dir, ann_file)  # the policy by default: an error naming the file on use
+    with pytest.raises(ValueError, match="a.jpg: truncated JPEG"):
+        default.load(0)
+    skipping = COCODetection(image_dir, ann_file, bad_images="skip")
+    assert len(skipping) == 1 and skipping.image_ids == [2] and skipping.report["image_bad"] == 1
+    assert "a.jpg: truncated JPEG" in str(skipping.report)
+    images = write_yolo(tmp_path / "yolo", {"a": "0 0.5 0.5 0.2 0.2\n", "b": "1 0.5 0.5 0.2 0.2\n"})
+    truncated_copy(images / "a.jpg", images / "a.jpg", 0.5)
+    yolo = YOLODetection(images, bad_images="skip")
+    assert len(yolo) == 1 and yolo.report["image_bad"] == 1
+    with pytest.raises(ValueError, match="bad_images must be 'error' or 'skip'"):
+        YOLODetection(images, bad_images="ignore")
+
+
 def test_image_size_disagreeing_with_json_raises(tmp_path):
     image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5])])
     write_image(image_dir / "a.png", 30, 30)
@@ -201,6 +266,19 @@ def test_empty_datasets_raise(tmp_path):
     (tmp_path / "yolo").mkdir()
     with pytest.raises(ValueError, match="no images"):
         YOLODetection(tmp_path / "yolo")
+
+
+def test_datasets_without_any_box_raise(tmp_path):
+    """An empty 'annotations' list (typically the wrong file) trains on nothing: refused at construction."""
+    image_dir, ann_file = write_coco(tmp_path, [])
+    with pytest.raises(ValueError, match=r"instances.json: none of the 2 images has a box .*wrong annotation file"):
+        COCODetection(image_dir, ann_file)
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5], iscrowd=1)])
+    with pytest.raises(ValueError, match="none of the 2 images has a box"):
+        COCODetection(image_dir, ann_file)  # crowd boxes are skipped: nothing left
+    images = write_yolo(tmp_path / "yolo", {"a": "", "b": ""})
+    with pytest.raises(ValueError, match="none of the 2 images has a box"):
+        YOLODetection(images)
 
 
 def test_cache_images_gives_the_same_items(synthetic):
@@ -323,7 +401,7 @@ def test_augmented_coco128_items_shapes_and_boxes_inside():
     counts = []
     for i in range(12):
         img, labels, image_id = aug[i]
-        assert img.shape == (3, 256, 320) and img.dtype == torch.float32
+        assert img.shape == (3, 256, 320) and img.dtype == torch.uint8
         assert 0 <= float(img.min()) and float(img.max()) <= 255
         assert image_id == ds.image_ids[i]
         counts.append(assert_labels_valid(labels, (256, 320), 80, 120))
@@ -414,9 +492,39 @@ def test_input_size_is_settable(synthetic_train):
 
 def test_collate(synthetic_train):
     aug = TrainAugmentDataset(synthetic_train, input_size=64, seed=0, max_labels=10)
-    images, labels, ids = collate([aug[0], aug[1], aug[2]])
-    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.float32
+    items = [aug[0], aug[1], aug[2]]
+    images, labels, ids = collate(items)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.uint8
+    assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     assert labels.shape == (3, 10, 5) and ids == [1, 2, 3]
+    nchw, _, _ = collate(items, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, images)
+    assert torch.equal(images[1], items[1][0])
+
+
+def test_check_labels_names_the_row():
+    labels = np.zeros((4, 5), dtype=np.float32)
+    labels[0] = [1, 10, 10, 4, 4]
+    check_labels(labels, 2, "item 0")  # padding rows pass
+    labels[2] = [0, np.inf, 10, 4, 4]
+    with pytest.raises(ValueError, match=r"item 0: label row 2 is not finite"):
+        check_labels(labels, 2, "item 0")
+    labels[2] = [2, 10, 10, 4, 4]
+    with pytest.raises(ValueError, match=r"item 0: label row 2 has class id 2, outside \[0, 2\)"):
+        check_labels(labels, 2, "item 0")
+
+
+def test_augmented_items_check_their_labels(synthetic_train):
+    """The data layer checks each item's labels (in the loader workers, on the CPU), so the training step's
+    assigner runs without value checks: a class list shorter than the labels is caught here."""
+    narrowed = copy.copy(synthetic_train)
+    narrowed.class_names = synthetic_train.class_names[:1]
+    aug = TrainAugmentDataset(narrowed, input_size=64, seed=0, mosaic=False)
+    with_class_1 = next(i for i in range(len(narrowed)) if (narrowed.load_targets(i)[:, 4] >= 1).any())
+    with pytest.raises(ValueError, match=rf"item {with_class_1} \(image id \d+\): label row \d+ has class id"):
+        for _ in range(20):  # a box can be flipped/cropped away; some draw keeps it
+            aug.set_epoch(aug.epoch + 1)
+            aug[with_class_1]
 
 
 def test_bad_augment_arguments_raise(synthetic_train):

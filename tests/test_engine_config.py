@@ -85,3 +85,56 @@ def test_errors_name_the_setting(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         parse(["--config", str(tmp_path / "list.yaml")])
+
+
+def test_multiscale_sizes_follow_the_requested_img_size():
+    """Issue 9.5: the presets' 320-640 range applies at their own 416 input only; elsewhere +- 5 * 32, >= 32."""
+    assert parse([*COCO, "--model", "nano"]).multiscale_sizes() == (320, 640)  # official nano / tiny
+    assert parse([*COCO, "--model", "yolox-s"]).multiscale_sizes() == (480, 800)  # 640 +- 160
+    small = parse([*COCO, "--model", "nano", "--img-size", "160"])
+    assert small.random_size is None and small.multiscale_sizes() == (32, 320)
+    assert parse([*COCO, "--model", "tiny", "--img-size", "320"]).multiscale_sizes() == (160, 480)
+    assert parse([*COCO, "--img-size", "160", "--multiscale-range", "2"]).multiscale_sizes() == (96, 224)
+    assert parse([*COCO, "--img-size", "160", "--random-size", "3", "6"]).multiscale_sizes() == (96, 192)
+
+
+def test_help_states_each_default_once():
+    """Issue 9.10: no "(default: auto) (default: auto)"; every setting's help gives its default exactly once."""
+    parser = build_parser()
+    text = parser.format_help()
+    assert "(default: auto) (default: auto)" not in " ".join(text.split())
+    for action in parser._actions:
+        if action.dest not in ("help", "config", "resume", "stop_after_epoch", "exist_ok", "debug"):
+            assert action.help.count("default") == 1, (action.dest, action.help)
+
+
+def test_resume_keeps_the_run_settings_but_flags_win_and_derived_ones_follow(tmp_path):
+    """Issue 9.6: on --resume the saved settings come back, typed flags win, and settings the run had derived
+    from a flag given now (evaluation size, the preset's multiscale range) are derived again."""
+    import torch
+
+    saved = parse([*COCO, "--model", "nano", "--epochs", "30", "--batch-size", "8"])
+    assert (saved.img_size, saved.test_size, saved.random_size) == (416, 416, (10, 20))
+    ckpt = {"model": {}, "optimizer": {}, "epoch": 3, "iteration": 30, "config": saved.to_dict(),
+            "class_names": ["a"]}
+    torch.save(ckpt, tmp_path / "latest.pt")
+    resumed = parse(["--resume", str(tmp_path)])
+    assert resumed == saved.updated({"output_dir": str(tmp_path)})
+    small = parse(["--resume", str(tmp_path), "--img-size", "160", "--no-multiscale", "--epochs", "40"])
+    assert (small.img_size, small.test_size, small.random_size, small.multiscale) == (160, 160, None, False)
+    assert (small.epochs, small.batch_size, small.multiscale_sizes()) == (40, 8, (32, 320))
+    chosen = parse(["--resume", str(tmp_path), "--img-size", "160", "--test-size", "416"])
+    assert (chosen.img_size, chosen.test_size) == (160, 416)
+    # a range the user chose stays chosen
+    saved = parse([*COCO, "--model", "nano", "--random-size", "12", "18", "--test-size", "320"])
+    torch.save({**ckpt, "config": saved.to_dict()}, tmp_path / "latest.pt")
+    kept = parse(["--resume", str(tmp_path), "--img-size", "160"])
+    assert (kept.random_size, kept.test_size) == ((12, 18), 320)
+
+
+def test_data_paths_are_made_absolute_once(tmp_path, monkeypatch):
+    """Issue 9.7: relative data paths resolve against the working directory when the run starts."""
+    monkeypatch.chdir(tmp_path)
+    cfg = parse(["--yolo-dir", "data/ybase", "--weights", "w.pth"])
+    assert cfg.yolo_dir == str(tmp_path / "data" / "ybase") and cfg.weights == str(tmp_path / "w.pth")
+    assert parse(COCO).coco_ann == str(tmp_path / "ann.json")

@@ -2,7 +2,11 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,8 +56,9 @@ def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
     assert "missing.json" in capsys.readouterr().err
 
 
-def test_yolo_format_folder(tmp_path):
-    """A YOLO folder made from the synthetic set: images/{train,val}, labels/{train,val}, classes.txt."""
+def test_yolo_format_folder(tmp_path, monkeypatch):
+    """A YOLO folder made from the synthetic set: images/{train,val}, labels/{train,val}, classes.txt, given
+    as a relative --yolo-dir (issue 9.7: the validation json named ``yolo/images/val/yolo/images/val/...``)."""
     from yolox_fast.data import COCODetection, make_synthetic_dataset
 
     info = make_synthetic_dataset(tmp_path / "cache", num_train=8, num_val=4, image_size=64)
@@ -73,7 +78,8 @@ def test_yolo_format_folder(tmp_path):
             (root / "labels" / split / f"{src.stem}.txt").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("\n".join(info["class_names"]) + "\n")
     out = tmp_path / "run"
-    result = run(["--yolo-dir", str(root), "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
+    monkeypatch.chdir(tmp_path)
+    result = run(["--yolo-dir", "yolo", "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
                   "--no-aug-epochs", "0", *TINY])
     assert load_checkpoint(out / "latest.pt")["class_names"] == info["class_names"]
     val = json.loads((out / "val_coco.json").read_text())
@@ -111,3 +117,71 @@ def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):
     assert float(row["total_loss"]) > 0 and row["AP"] != ""
     if calib.is_file():  # the pretrained detector still finds objects in its own training images
         assert metrics["AP50"] > 0.3
+
+
+def test_skip_bad_images_flag_reaches_the_dataset(tmp_path):
+    """``--skip-bad-images``: a truncated training image is skipped and counted instead of stopping the run."""
+    from test_data import SHARED_IMAGES, ann, truncated_copy, write_coco
+
+    from yolox_fast.engine.distributed import DistContext
+    from yolox_fast.train import build_parser, make_config, prepare_data
+
+    if not (SHARED_IMAGES / "dog.jpg").is_file():
+        pytest.skip(f"dog.jpg not found in {SHARED_IMAGES}")
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])])
+    truncated_copy(SHARED_IMAGES / "dog.jpg", image_dir / "a.png")  # a JPEG cut short, whatever its name
+    argv = ["--coco-images", str(image_dir), "--coco-ann", str(ann_file), "--output-dir", str(tmp_path / "run")]
+    for flags, kept in (([], 2), (["--skip-bad-images"], 1)):
+        cfg = make_config(build_parser().parse_args([*argv, *flags]))[0]
+        _, train, _, _ = prepare_data(cfg, DistContext(), log=lambda *a: None)
+        assert len(train) == kept and train.report["image_bad"] == 2 - kept
+def test_output_dir_of_an_earlier_run_is_refused(tmp_path, capsys):
+    """Issue 9.2: a new run never writes into a folder holding an earlier run, unless --exist-ok."""
+    out = tmp_path / "run"
+    args = [*TINY, "--data-cache", str(tmp_path / "cache"), "--output-dir", str(out), "--epochs", "1",
+            "--no-aug-epochs", "0"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--output-dir {out} already holds files" in err and "--resume" in err and "--exist-ok" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
+    assert main([*args, "--exist-ok"]) == 0
+    assert load_checkpoint(out / "latest.pt")["epoch"] == 1
+
+
+def test_default_output_dir_takes_the_next_free_name(tmp_path):
+    """Issue 9.2: without --output-dir the run takes runs/<name>-N; a folder left by a run that crashed
+    before its first checkpoint (only train.log) is taken too."""
+    from yolox_fast.train import next_free_dir
+
+    (tmp_path / "yolox-s").mkdir()
+    (tmp_path / "yolox-s" / "train.log").write_text("crashed early\n")
+    (tmp_path / "yolox-s-2").mkdir()  # empty: free
+    assert next_free_dir(tmp_path / "yolox-s") == tmp_path / "yolox-s-2"
+    (tmp_path / "yolox-s-2" / "val_coco.json").write_text("{}")
+    assert next_free_dir(tmp_path / "yolox-s") == tmp_path / "yolox-s-3"
+    assert next_free_dir(tmp_path / "new") == tmp_path / "new"
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
+    """Issue 9.10: Ctrl-C before the first checkpoint used to advise --resume, which then failed."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "yolox_fast.train", *TINY, "--synthetic-train", "64", "--batch-size", "2",
+           "--data-cache", str(tmp_path / "cache"), "--output-dir", str(out), "--epochs", "1",
+           "--no-aug-epochs", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    lines = []
+    for line in proc.stdout:  # wait for the first iteration of 32, then press Ctrl-C
+        lines.append(line)
+        if "iter 1/32" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=120)
+    printed = "".join(lines) + rest
+    assert proc.returncode == 130, (printed, err)
+    assert "nothing to resume" in printed and "--resume" not in printed + err and "Traceback" not in err
+    assert not (out / "latest.pt").exists()

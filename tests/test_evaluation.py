@@ -14,11 +14,15 @@ import cv2
 import pytest
 import torch
 
-from yolox_fast import evaluate_coco
-from yolox_fast.eval import main as eval_main
-from yolox_fast.evaluation import COCOEvaluator
-from yolox_fast.models import build_yolox
-from yolox_fast.models.checkpoint import read_checkpoint, read_state_dict
+# The evaluation is pycocotools itself: without it (as on the GPU image) these tests skip, and collecting the
+# rest of the suite (e.g. `pytest -m gpu tests`) still works.
+pytest.importorskip("pycocotools", reason="the COCO evaluation needs pycocotools")
+
+from yolox_fast import evaluate_coco  # noqa: E402
+from yolox_fast.eval import main as eval_main  # noqa: E402
+from yolox_fast.evaluation import COCOEvaluator  # noqa: E402
+from yolox_fast.models import build_yolox  # noqa: E402
+from yolox_fast.models.checkpoint import read_checkpoint, read_state_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,6 +139,20 @@ def test_missing_image_file(nano_model, coco128, tmp_path):
     image_dir, ann_file, images = _subset(coco128, tmp_path, 2)
     (image_dir / images[1]["file_name"]).unlink()
     with pytest.raises(FileNotFoundError, match=images[1]["file_name"]):
+        evaluate_coco(nano_model, image_dir, ann_file)
+
+
+@pytest.mark.parametrize("keep", ["none", "crowd"])
+def test_split_without_ground_truth_boxes_is_refused(nano_model, coco128, tmp_path, keep):
+    """An empty (or crowd-only) 'annotations' list, typically the wrong file, scores AP -1 in COCOeval: refused
+    when the evaluator is built (at training start-up), and by evaluate_coco, naming the file."""
+    image_dir, ann_file, _ = _subset(coco128, tmp_path, 2)
+    data = json.loads(ann_file.read_text())
+    data["annotations"] = [dict(a, iscrowd=1) for a in data["annotations"]] if keep == "crowd" else []
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"subset.json has no ground-truth boxes on its 2 evaluated images"):
+        COCOEvaluator(image_dir, ann_file)
+    with pytest.raises(ValueError, match="has no ground-truth boxes"):
         evaluate_coco(nano_model, image_dir, ann_file)
 
 

@@ -12,14 +12,13 @@ import os
 
 import pytest
 import torch
+from simota_inputs import SimOTABatch, random_simota_batch
 
 from yolox_fast import SimOTAAssigner
 from yolox_fast.ops import backends, reference, simota
-from yolox_fast.ops.reference import CENTER, SEED
-from yolox_fast.ops.simota_inputs import SimOTABatch, random_simota_batch
 from yolox_fast.ops.simota_torch import simota_assign_torch
+from yolox_fast.ops.simota_variant import CENTER, SEED, VARIANTS
 
-VARIANTS = {"seed": SEED, "center": CENTER}
 CPU_BACKENDS = [b for b in backends.available_backends(simota.OP, "cpu") if b not in ("reference", "triton")]
 HAS_EXT = "cpu" in CPU_BACKENDS
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason="yolox_fast._C is not built")
@@ -157,6 +156,16 @@ def test_cpu_op_threads(shape):
         torch.set_num_threads(1)
 
 
+def test_batch_generator_is_a_test_helper():
+    """The random-batch generator is test code: it lives in tests/, not in the installed package."""
+    import importlib.util
+
+    import simota_inputs
+
+    assert os.path.dirname(os.path.abspath(simota_inputs.__file__)) == os.path.dirname(os.path.abspath(__file__))
+    assert importlib.util.find_spec("yolox_fast.ops.simota_inputs") is None
+
+
 @needs_ext
 def test_cpu_op_scalar_loops():
     """The baseline-ISA loops (used on CPUs without AVX2) in a fresh process: ATEN_CPU_CAPABILITY=default."""
@@ -166,8 +175,9 @@ def test_cpu_op_scalar_loops():
     code = (
         "import torch; torch.set_num_threads(1)\n"
         "from yolox_fast.ops import simota, reference\n"
-        "from yolox_fast.ops.simota_inputs import random_simota_batch\n"
-        "for v in (reference.SEED, reference.CENTER):\n"
+        "from yolox_fast.ops.simota_variant import VARIANTS\n"
+        "from simota_inputs import random_simota_batch\n"
+        "for v in VARIANTS.values():\n"
         "    for shape in [(2, 30, 80, 8400), (3, 9, 5, 1344), (2, 40, 3, 2100)]:\n"
         "        x = random_simota_batch(*shape, seed=shape[1])\n"
         "        r = reference.simota_assign(*x, v); o = simota.simota_assign(*x, v, backend='cpu')\n"
@@ -175,8 +185,9 @@ def test_cpu_op_scalar_loops():
         "        assert (r[2] - o[2]).abs().max() <= 1e-6\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([root, os.path.join(root, "tests")])  # tests/: the simota_inputs helper
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", PYTHONPATH=path)
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
@@ -351,11 +362,10 @@ def test_equal_costs_lowest_anchor_first(variant):
 
 
 @needs_ext
-@pytest.mark.parametrize("center_only", [False, True])
-def test_opcheck(center_only):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_opcheck(variant):
     batch = random_simota_batch(2, 5, 4, 336, seed=14)
-    torch.library.opcheck(torch.ops.yolox_fast.simota_assign.default,
-                          (*batch, 1.5 if center_only else 2.5, center_only, 1e6 if center_only else 1e5))
+    torch.library.opcheck(torch.ops.yolox_fast.simota_assign.default, (*batch, *VARIANTS[variant].op_args()))
 
 
 @needs_ext
@@ -363,19 +373,19 @@ def test_op_rejects_bad_arguments():
     batch = random_simota_batch(1, 3, 4, 84, seed=15)
     op = torch.ops.yolox_fast.simota_assign
     with pytest.raises(RuntimeError, match="gt_boxes must be"):
-        op(*batch._replace(gt_boxes=batch.gt_boxes[..., :3]), 2.5, False, 1e5)
+        op(*batch._replace(gt_boxes=batch.gt_boxes[..., :3]), *SEED.op_args())
     with pytest.raises(RuntimeError, match="gt_mask must be bool"):
-        op(*batch._replace(gt_mask=batch.gt_mask.int()), 2.5, False, 1e5)
+        op(*batch._replace(gt_mask=batch.gt_mask.int()), *SEED.op_args())
     with pytest.raises(RuntimeError, match=r"gt_classes\[0, 0\] = 4 is outside \[0, 4\)"):
         op(*batch._replace(gt_classes=torch.full_like(batch.gt_classes, 4), gt_mask=torch.ones_like(batch.gt_mask)),
-           2.5, False, 1e5)
+           *SEED.op_args())
 
 
 def test_torch_backend_compiles_fullgraph():
     batch = random_simota_batch(2, 6, 5, 336, seed=16)
     ref = reference.simota_assign(*batch, SEED)
     compiled = torch.compile(simota_assign_torch, fullgraph=True, backend="aot_eager")
-    assert_same(compiled(*batch, 2.5, False, 1e5), ref, "aot_eager")
+    assert_same(compiled(*batch, SEED), ref, "aot_eager")
 
 
 @pytest.mark.slow
@@ -393,7 +403,7 @@ def test_torch_backend_compiles_with_inductor(device):
     batch = random_simota_batch(2, 6, 5, 336, seed=17)
     ref = reference.simota_assign(*batch, CENTER)
     compiled = torch.compile(simota_assign_torch, fullgraph=True)
-    assert_same(compiled(*batch.to(device), 1.5, True, 1e6), ref, f"inductor {device}")
+    assert_same(compiled(*batch.to(device), CENTER), ref, f"inductor {device}")
 
 
 @needs_ext
@@ -427,7 +437,7 @@ def test_env_var_and_argument_force_a_backend(monkeypatch):
         calls.append(1)
         return orig(*args)
 
-    monkeypatch.setitem(backends._REGISTRY[simota.OP], "torch", (lambda *a: spy(*a[:8], *simota._variant_args(a[8])),
+    monkeypatch.setitem(backends._REGISTRY[simota.OP], "torch", (lambda *a: spy(*a),
                                                                  backends.always))
     monkeypatch.setenv(backends.ENV_VAR, "torch")
     SimOTAAssigner(3).assign(*batch)
@@ -453,7 +463,7 @@ def test_forcing_an_unavailable_backend_is_a_clear_error(monkeypatch):
 def test_assigner_backends(backend):
     batch = random_simota_batch(3, 8, 6, 1344, seed=21)
     ref = reference.simota_assign(*batch, CENTER)
-    res = SimOTAAssigner(6, center_radius=1.5, candidates="center", backend=backend).assign(*batch)
+    res = SimOTAAssigner(6, "center", backend=backend).assign(*batch)
     assert_same((res.fg_mask, res.matched_gt, res.matched_iou), ref, backend)
     assert torch.equal(res.num_fg, ref[0].sum(1))
 
@@ -559,7 +569,7 @@ def test_cuda_no_host_sync_and_opcheck():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     small = random_simota_batch(2, 5, 4, 336, seed=26).to("cuda")
-    torch.library.opcheck(torch.ops.yolox_fast.simota_assign.default, (*small, 2.5, False, 1e5))
+    torch.library.opcheck(torch.ops.yolox_fast.simota_assign.default, (*small, *SEED.op_args()))
 
 
 @pytest.mark.gpu

@@ -6,17 +6,20 @@ import torch.nn.functional as F
 
 from yolox_fast.ops import reference
 from yolox_fast.ops.anchors import anchor_grid_for_input
+from yolox_fast.ops.simota_variant import CENTER, SEED, VARIANTS
 
 # ---------------------------------------------------------------------------------------------
 # SimOTA
 # ---------------------------------------------------------------------------------------------
 
 
-def official_assign(pred, cls, obj, grids, strides, gt, gt_cls, radius=2.5, center_only=False):
-    """The official get_assignments + dynamic_k_matching, transcribed as literally as possible.
+def official_assign(pred, cls, obj, grids, strides, gt, gt_cls, variant):
+    """The official get_assignments + dynamic_k_matching, transcribed as literally as possible
+    (radius, candidate rule and penalty from ``variant``, as the two official versions set them).
 
     (torch.topk order among equal values is unspecified, so compare only on tie-free inputs.)
     """
+    radius, center_only, penalty = variant.op_args()
     g = gt.shape[0]
     xc = (grids[:, 0] * strides + 0.5 * strides)[None].repeat(g, 1)
     yc = (grids[:, 1] * strides + 0.5 * strides)[None].repeat(g, 1)
@@ -29,11 +32,9 @@ def official_assign(pred, cls, obj, grids, strides, gt, gt_cls, radius=2.5, cent
     if center_only:
         fg_mask = in_ctr.sum(0) > 0
         geom = in_ctr[:, fg_mask]
-        penalty = 1e6
     else:
         fg_mask = (in_box.sum(0) > 0) | (in_ctr.sum(0) > 0)
         geom = in_box[:, fg_mask] & in_ctr[:, fg_mask]
-        penalty = 100000.0
     p, c, o = pred[fg_mask], cls[fg_mask], obj[fg_mask]
     n = p.shape[0]
     ious = reference.pairwise_iou(gt, p)
@@ -79,13 +80,11 @@ def realistic_inputs(seed, img=256, num_gt=8, num_classes=5):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("variant", [reference.SEED, reference.CENTER], ids=["seed", "center"])
+@pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_simota_reference_equals_official_algorithm(seed, variant):
     pred, cls, obj, grids, strides, gt, gt_cls = realistic_inputs(seed, num_gt=3 + 4 * seed)
     fg, matched, iou = reference.simota_assign_image(pred, cls, obj, grids, strides, gt, gt_cls, variant)
-    off_fg, off_matched, off_iou = official_assign(
-        pred, cls, obj, grids, strides, gt, gt_cls, variant.center_radius, variant.candidates == "center"
-    )
+    off_fg, off_matched, off_iou = official_assign(pred, cls, obj, grids, strides, gt, gt_cls, variant)
     assert torch.equal(fg, off_fg)
     assert torch.equal(matched[fg], off_matched)
     torch.testing.assert_close(iou[fg], off_iou, rtol=0, atol=1e-6)
@@ -98,13 +97,13 @@ def test_candidate_masks_by_hand():
     grids, strides = anchor_grid_for_input(64, 64, strides=(8,))
     centers = reference.anchor_centers(grids, strides)
     gt = torch.tensor([[32.0, 32.0, 16.0, 16.0]])
-    cand, geom = reference.candidate_masks(gt, centers, strides, 2.5, "box_or_center")
+    cand, geom = reference.candidate_masks(gt, centers, strides, SEED)
     # in box: centres 28 and 36 on each axis (strictly inside 24..40) -> 2x2 anchors;
     # in the centre square 32 +- 20 (strictly inside 12..52): centres 20, 28, 36, 44 -> 4x4 anchors.
     xs = centers[cand][:, 0].unique().tolist()
     assert xs == [20.0, 28.0, 36.0, 44.0]
     assert geom.sum() == 4  # box AND square
-    cand_c, geom_c = reference.candidate_masks(gt, centers, strides, 1.5, "center")
+    cand_c, geom_c = reference.candidate_masks(gt, centers, strides, CENTER)
     assert cand_c.sum() == 4 and torch.equal(geom_c[0], cand_c)  # 32 +- 12: centres 28, 36
 
 

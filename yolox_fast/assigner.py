@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .ops.reference import CANDIDATE_MODES, SimOTAVariant
+from .ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
 
 
 class AssignResult(NamedTuple):
@@ -43,11 +43,15 @@ class SimOTAAssigner:
 
     Args:
         num_classes: C.
-        center_radius: half side of the centre prior square, in strides (2.5 seed, 1.5 upstream).
-        candidates: ``"box_or_center"`` (seed: centre in a GT box or in a centre square) or
-            ``"center"`` (upstream 2023: centre square only).
-        penalty: cost of a pair outside the geometry prior; default 1e5 for ``box_or_center``,
-            1e6 for ``center``, as in the respective official code.
+        variant: ``"seed"`` (default; the released weights), ``"center"`` (upstream 2023) or a
+            :class:`~yolox_fast.ops.simota_variant.SimOTAVariant`; see :mod:`yolox_fast.ops.simota_variant`.
+        center_radius, candidates, penalty: override one knob of ``variant`` (``candidates`` switches to the
+            named variant with that rule, whose radius and penalty follow unless given too).
+        check_values: whether :meth:`assign` also checks the data (class ids in ``[0, C)``, finite GT
+            boxes). ``None`` (default): on CPU inputs only, where it costs no host sync; ``True``: on
+            every device (a host sync per call on a GPU); ``False``: never, for callers whose data
+            layer has checked the labels already (the trainer: ``TrainAugmentDataset`` checks each
+            item in the loader workers).
         backend: force a backend (see :mod:`yolox_fast.ops.backends`); default: the best available,
             or the ``YOLOX_FAST_BACKEND`` environment variable.
     """
@@ -55,26 +59,27 @@ class SimOTAAssigner:
     def __init__(
         self,
         num_classes: int,
-        center_radius: float = 2.5,
-        candidates: str = "box_or_center",
+        variant: str | SimOTAVariant = DEFAULT_VARIANT,
+        *,
+        center_radius: float | None = None,
+        candidates: str | None = None,
         penalty: float | None = None,
         backend: str | None = None,
+        check_values: bool | None = None,
     ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if candidates not in CANDIDATE_MODES:
-            raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
-        if penalty is None:
-            penalty = 1e5 if candidates == "box_or_center" else 1e6
         self.num_classes = num_classes
-        self.variant = SimOTAVariant(float(center_radius), candidates, float(penalty))
+        self.variant = resolve_variant(variant, center_radius=center_radius, candidates=candidates, penalty=penalty)
         self.backend = backend
+        self.check_values = check_values
 
     def __repr__(self) -> str:
         v = self.variant
         return (
             f"SimOTAAssigner(num_classes={self.num_classes}, center_radius={v.center_radius}, "
-            f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r})"
+            f"candidates={v.candidates!r}, penalty={v.penalty:g}, backend={self.backend!r}, "
+            f"check_values={self.check_values!r})"
         )
 
     # ------------------------------------------------------------------------------------------
@@ -162,9 +167,8 @@ class SimOTAAssigner:
             gt_boxes: ``[B, G, 4]`` cx, cy, w, h in input pixels.
             gt_classes: ``[B, G]`` integer class ids in ``[0, C)``.
             gt_mask: ``[B, G]`` bool, False for padding rows.
-            validate: check shapes and devices first, and on the CPU also the values (class ids in
-                range, finite GT boxes). On a GPU the value checks would cost a host sync, so they
-                are left to the ops there (the CUDA op asserts class ids on the device).
+            validate: check shapes, dtypes and devices first (free: no host sync), and the values
+                (class ids in range, finite GT boxes) as ``check_values`` says.
 
         Returns:
             :class:`AssignResult`.
@@ -179,7 +183,7 @@ class SimOTAAssigner:
                 gt_boxes,
                 gt_classes,
                 gt_mask,
-                values=getattr(pred_boxes, "device", None) == torch.device("cpu"),
+                values=self._check_values_on(getattr(pred_boxes, "device", None)),
             )
         from .ops.simota import simota_assign  # the dispatching wrapper
 
@@ -196,6 +200,11 @@ class SimOTAAssigner:
             backend=self.backend,
         )
         return AssignResult(fg, matched, iou, fg.sum(dim=1))
+
+    def _check_values_on(self, device) -> bool:
+        if self.check_values is None:  # auto: where the checks cost no host sync
+            return device == torch.device("cpu")
+        return self.check_values
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -31,8 +31,17 @@ def input_error_types() -> tuple[type[BaseException], ...]:
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """``--debug``: show tracebacks (handled by :func:`run_cli`; argparse only documents it)."""
+    """``--debug``: show tracebacks (handled by :func:`run_cli`; argparse only documents it).
+
+    Also makes the parser's usage errors one line like every other error (argparse prints the whole usage
+    block first, which for ``train`` is dozens of lines): ``prog: error: <what> (see prog --help)``, exit 2.
+    """
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def one_line_usage_error(message: str):
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(ValueError(message))} (see {parser.prog} --help)\n")
+
+    parser.error = one_line_usage_error
 
 
 def one_line(exc: BaseException) -> str:

@@ -73,7 +73,11 @@ def _main(argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        parser.error(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)")
+    if device_type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: CUDA is not available here; use --device cpu")
 
     # Imported here so that --help and argument errors answer without loading OpenCV and pycocotools.

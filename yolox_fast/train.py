@@ -17,9 +17,17 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import add_debug_flag, run_cli
 from .engine import distributed as dist_utils
 from .engine.checkpoint import find_latest_run, load_checkpoint, resolve_resume_path
-from .engine.config import TrainConfig, add_config_arguments, build_config, cli_overrides, load_config_file
+from .engine.config import (
+    TrainConfig,
+    add_config_arguments,
+    build_config,
+    cli_overrides,
+    load_config_file,
+    resume_settings,
+)
 from .engine.trainer import Trainer
 
 RUNS_ROOT = Path("runs")
@@ -35,17 +43,49 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue a run from a checkpoint or run folder (alone: the newest runs/*/latest.pt)")
     parser.add_argument("--stop-after-epoch", type=int, metavar="N",
                         help="stop after epoch N (the schedule still runs to --epochs; resume later)")
+    parser.add_argument("--exist-ok", action="store_true",
+                        help="let --output-dir be a folder that already holds files (an earlier run's are replaced)")
+    add_debug_flag(parser)
     add_config_arguments(parser)
     return parser
 
 
+def holds_files(folder: Path) -> bool:
+    """Whether ``folder`` exists and is not empty (an earlier run, or anything else we must not overwrite)."""
+    return folder.is_dir() and any(folder.iterdir())
+
+
 def next_free_dir(base: Path) -> Path:
-    """``base`` if it holds no run yet, else ``base-2``, ``base-3``, ..."""
+    """``base`` if it holds nothing yet, else ``base-2``, ``base-3``, ..."""
     candidate, n = base, 1
-    while (candidate / "latest.pt").exists() or (candidate / "config.yaml").exists():
+    while holds_files(candidate) or candidate.is_file():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def check_output_dir(output_dir: Path, exist_ok: bool) -> None:
+    """Refuse an explicit ``--output-dir`` that holds files: a new run would replace an earlier run's
+    checkpoints and records and mix its periodic checkpoints with the old ones."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {output_dir} is a file, not a folder")
+    if holds_files(output_dir) and not exist_ok:
+        names = sorted(p.name for p in output_dir.iterdir())
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise ValueError(f"--output-dir {output_dir} already holds files ({shown}): continue that run with "
+                         f"--resume {output_dir}, write over it with --exist-ok, or choose another folder")
+
+
+#: Settings that name files or folders: made absolute once, here, so that nothing downstream (the YOLO
+#: validation json, a resumed run started from another folder) depends on the working directory.
+PATH_SETTINGS = ("coco_images", "coco_ann", "val_images", "val_ann", "yolo_dir", "weights", "data_cache")
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the :data:`PATH_SETTINGS` that are set made absolute (``~`` expanded)."""
+    values = {name: str(Path(getattr(cfg, name)).expanduser().resolve())
+              for name in PATH_SETTINGS if getattr(cfg, name)}
+    return cfg.updated(values)
 
 
 def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None, dict | None]:
@@ -57,8 +97,10 @@ def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None, dic
         resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
         # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
         checkpoint = load_checkpoint(resume_path)
-        file_values = {**checkpoint["config"], **file_values, "output_dir": str(resume_path.parent)}
-    cfg = build_config(file_values, cli_values)
+        # Settings given now win; those the run derived from a setting given now are derived again.
+        saved = resume_settings(checkpoint["config"], {**file_values, **cli_values})
+        file_values = {**saved, **file_values, "output_dir": str(resume_path.parent)}
+    cfg = absolute_paths(build_config(file_values, cli_values))
     return cfg, resume_path, checkpoint
 
 
@@ -83,11 +125,12 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
                                    image_size=cfg.synthetic_size) if ctx.is_main else None)
         cfg = cfg.updated({"coco_images": str(info["train_images"]), "coco_ann": str(info["train_ann"]),
                            "val_images": str(info["val_images"]), "val_ann": str(info["val_ann"])})
+    bad_images = "skip" if cfg.skip_bad_images else "error"
     if cfg.coco_images:
-        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images)
+        train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images, bad_images=bad_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
-    root = Path(cfg.yolo_dir).expanduser()
+    root = Path(cfg.yolo_dir)
     train_dir = first_existing(root, YOLO_TRAIN_DIRS)
     if train_dir is None:
         raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
@@ -95,7 +138,7 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     names = cfg.class_names
     if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
         names = names[0]
-    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images)
+    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
     val_dir = first_existing(root, YOLO_VAL_DIRS)
     val = None
     if val_dir is not None:
@@ -150,26 +193,27 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, train, print where the results are; returns :meth:`Trainer.fit`'s summary."""
     args = build_parser().parse_args(argv)
     cfg, resume_path, checkpoint = make_config(args)
+    resuming_in_place = resume_path is not None and Path(cfg.output_dir).resolve() == resume_path.parent.resolve()
+    if cfg.output_dir is not None and not resuming_in_place:  # checked by every process before any writes
+        check_output_dir(Path(cfg.output_dir), args.exist_ok)
     ctx = dist_utils.setup_distributed(cfg.device)
     trainer = None
     try:
-        if cfg.output_dir is None:
+        if cfg.output_dir is None:  # not chosen by the user: the next free runs/<name>[-N]
             default = RUNS_ROOT / (cfg.model if cfg.has_data() else f"synthetic-{cfg.model}")
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        from .data import collate
-
         trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
                           evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
-                          collate_fn=collate, resume_from=resume_path, checkpoint=checkpoint)
+                          resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
             trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
         try:
             result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         except KeyboardInterrupt:
-            trainer.log(f"interrupted; continue with: python -m yolox_fast.train --resume {cfg.output_dir}")
+            trainer.log(interrupted_message(trainer))
             raise
         if ctx.is_main:
             print_summary(result)
@@ -178,6 +222,15 @@ def run(argv: list[str] | None = None) -> dict:
         if trainer is not None:
             trainer.close()
         dist_utils.cleanup_distributed()
+
+
+def interrupted_message(trainer: Trainer) -> str:
+    """What a Ctrl-C leaves: the last checkpoint written (an epoch's end) and how to continue, or nothing."""
+    if trainer.epochs_saved > 0 and (trainer.output_dir / "latest.pt").is_file():
+        return (f"interrupted; latest.pt holds the state after epoch {trainer.epochs_saved} (the interrupted epoch "
+                f"is redone): continue with python -m yolox_fast.train --resume {trainer.output_dir}")
+    return ("interrupted during the first epoch, before any checkpoint was written: there is nothing to resume; "
+            "start the run again")
 
 
 def print_summary(result: dict) -> None:
@@ -197,13 +250,12 @@ def print_summary(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv)
-    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
-        print(f"yolox_fast.train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    """Entry point; exit status per :mod:`yolox_fast.cli` (2: bad settings or data, 1: training failed)."""
+    return run_cli("yolox_fast.train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    run(argv)
     return 0
 
 

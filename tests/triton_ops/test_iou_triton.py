@@ -37,3 +37,14 @@ def test_triton_half_inputs():
     got = pairwise_iou(a.to(DEVICE), b.to(DEVICE), backend="triton").cpu()
     assert got.dtype == torch.float16
     torch.testing.assert_close(got, reference.pairwise_iou(a.float(), b.float()).half(), rtol=0, atol=0)
+
+
+def test_triton_float64_computed_in_float64():
+    """float64 boxes are computed in float64, as the reference and the CUDA op (not in float32, rounded up)."""
+    a, b = boxes(20, 5, "cxcywh").double() / 3, boxes(300, 6, "cxcywh").double() / 3
+    got = pairwise_iou(a.to(DEVICE), b.to(DEVICE), backend="triton").cpu()
+    assert got.dtype == torch.float64
+    assert (got > 0).sum() > 20 and torch.equal(got, reference.pairwise_iou(a, b))
+    a, b = boxes(20, 5, "xyxy").double() / 3, boxes(300, 6, "xyxy").double() / 3
+    assert torch.equal(pairwise_iou(a.to(DEVICE), b.to(DEVICE), "xyxy", backend="triton").cpu(),
+                       reference.pairwise_iou(a, b, "xyxy"))

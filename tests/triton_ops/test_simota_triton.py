@@ -19,13 +19,13 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     )
 pytest.importorskip("triton")
 
+from simota_inputs import SimOTABatch, random_simota_batch  # noqa: E402
+
 from yolox_fast.ops import backends, reference, simota  # noqa: E402
-from yolox_fast.ops.reference import CENTER, SEED  # noqa: E402
-from yolox_fast.ops.simota_inputs import SimOTABatch, random_simota_batch  # noqa: E402
+from yolox_fast.ops.simota_variant import CENTER, SEED, VARIANTS  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRET else "cuda"
-VARIANTS = {"seed": SEED, "center": CENTER}
 gpu_only = pytest.mark.skipif(INTERPRET, reason="big shapes only on a GPU (the interpreter is slow)")
 
 
@@ -113,7 +113,7 @@ def test_opcheck():
     # The interpreter reads the storages of the fake tensors that trace the op, so the fake-tensor
     # check runs on a GPU only.
     utils = ("test_schema",) if INTERPRET else ("test_schema", "test_autograd_registration", "test_faketensor")
-    torch.library.opcheck(torch.ops.yolox_fast.simota_assign_triton.default, (*batch, 2.5, False, 1e5),
+    torch.library.opcheck(torch.ops.yolox_fast.simota_assign_triton.default, (*batch, *SEED.op_args()),
                           test_utils=utils)
 
 

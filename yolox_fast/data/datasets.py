@@ -10,13 +10,16 @@ Every dataset item is ``dataset.load(i) -> (img, targets, image_id)``:
 Checks (``report`` keeps the counts and the first examples; nothing is dropped silently):
 
 - missing image files are found at construction; by default they are skipped and reported
-  (``missing_images="error"`` raises instead); an image that exists but cannot be decoded raises a
-  ``ValueError`` naming the file when it is loaded (at construction with ``cache_images=True``);
+  (``missing_images="error"`` raises instead); an image that exists but is truncated or cannot be
+  decoded raises a ``ValueError`` naming the file when it is loaded (at construction with
+  ``cache_images=True``); with ``bad_images="skip"`` every file is read at construction and the empty or
+  truncated ones (:func:`~yolox_fast.data.preprocess.image_file_problem`) are skipped and reported;
 - crowd annotations (``iscrowd=1``) are skipped and counted, as the official COCO loader does;
 - boxes reaching outside the image are clipped and counted; boxes of zero width or height (as given,
   or after clipping) are skipped and counted;
 - unknown category ids, malformed annotations and malformed YOLO label lines raise a ``ValueError``
-  naming the annotation id or ``file:line``; a dataset without images raises.
+  naming the annotation id or ``file:line``; a dataset without images raises, and so does one without
+  a single box (nothing to learn or to evaluate against: typically the wrong annotation file).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from .preprocess import read_image
+from .preprocess import image_file_problem, read_image
 
 logger = logging.getLogger("yolox_fast.data")
 
@@ -45,6 +48,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: What each report counter means; the keys are what ``DataReport.counts`` holds.
 REPORT_KINDS = {
     "image_missing": "image files listed but not found (skipped)",
+    "image_bad": "image files empty or truncated (skipped, as bad_images='skip' asks)",
     "crowd_skipped": "crowd annotations skipped (iscrowd=1)",
     "box_clipped": "boxes reaching outside the image, clipped to it",
     "box_zero_size": "boxes of zero width or height, skipped",
@@ -166,6 +170,22 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     # -- internals ------------------------------------------------------------------------------
     _cache: list[np.ndarray] | None = None
+    _skip_bad_images = False
+
+    def _set_bad_image_policy(self, bad_images: str) -> None:
+        if bad_images not in ("error", "skip"):
+            raise ValueError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
+        self._skip_bad_images = bad_images == "skip"
+
+    def _skipped_as_bad(self, path: Path, where: str) -> bool:
+        """With ``bad_images="skip"``: read the file now; True (and counted) when it is empty or truncated."""
+        if not self._skip_bad_images:
+            return False
+        with open(path, "rb") as f:
+            problem = image_file_problem(f.read())
+        if problem:
+            self.report.add("image_bad", f"{where}: {path}: {problem}")
+        return problem is not None
 
     def _finish(self, cache_images: bool) -> None:
         """Common end of construction: count, refuse an empty dataset, log the report, fill the cache."""
@@ -173,6 +193,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.report.source}: the dataset has no images\n{self.report}")
         self.report.num_images = len(self.records)
         self.report.num_boxes = sum(len(r.classes) for r in self.records)
+        if self.report.num_boxes == 0:
+            raise ValueError(f"{self.report.source}: none of the {len(self.records)} images has a box (no usable "
+                             f"annotation): probably the wrong annotation file or label folder\n{self.report}")
         (logger.warning if self.report.has_problems else logger.info)("%s", self.report)
         if cache_images:
             self.cache_images()
@@ -264,6 +287,8 @@ class COCODetection(DetectionDataset):
         ann_file: the instances json (``images``, ``annotations``, ``categories``).
         cache_images: decode all images into RAM at construction.
         missing_images: ``"skip"`` (default: skip and report) or ``"error"``.
+        bad_images: ``"error"`` (default: a truncated image raises naming the file when it is loaded) or
+            ``"skip"`` (read every file now; skip and report the empty and truncated ones).
 
     Attributes:
         coco: the ``pycocotools.coco.COCO`` object of the json (all annotations, crowd included, for evaluation).
@@ -273,11 +298,13 @@ class COCODetection(DetectionDataset):
     Images keep the json's order; an image's boxes keep their annotation order.
     """
 
-    def __init__(self, image_dir, ann_file, cache_images: bool = False, missing_images: str = "skip"):
+    def __init__(self, image_dir, ann_file, cache_images: bool = False, missing_images: str = "skip",
+                 bad_images: str = "error"):
         from pycocotools.coco import COCO
 
         if missing_images not in ("skip", "error"):
             raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
+        self._set_bad_image_policy(bad_images)
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
         if not self.ann_file.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}")
@@ -311,6 +338,8 @@ class COCODetection(DetectionDataset):
                 if missing_images == "error":
                     raise FileNotFoundError(f"{self.ann_file}: image id {image['id']}: file not found: {path}")
                 self.report.add("image_missing", f"image id {image['id']}: {path}")
+                continue
+            if self._skipped_as_bad(path, f"image id {image['id']}"):
                 continue
             height, width = image.get("height"), image.get("width")
             if not (_is_number(height) and _is_number(width) and height > 0 and width > 0):
@@ -426,12 +455,16 @@ class YOLODetection(DetectionDataset):
             folder, the images folder, their parents or the dataset root (the folder holding ``images/``);
             failing that, ``"0", "1", ...`` up to the largest class index found (with a warning).
         cache_images: decode all images into RAM at construction.
+        bad_images: ``"error"`` (default: a truncated image raises naming the file when it is loaded) or
+            ``"skip"`` (read every file now; skip and report the empty and truncated ones).
 
     An image without a label file is a background image (counted in ``report``). Image ids are the
     image's index. Malformed lines raise ``ValueError("path:line: ...")``.
     """
 
-    def __init__(self, images_dir, labels_dir=None, class_names=None, cache_images: bool = False):
+    def __init__(self, images_dir, labels_dir=None, class_names=None, cache_images: bool = False,
+                 bad_images: str = "error"):
+        self._set_bad_image_policy(bad_images)
         self.images_dir = Path(images_dir)
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.images_dir}")
@@ -445,6 +478,8 @@ class YOLODetection(DetectionDataset):
         self.records = []
         max_class = -1
         for index, image_path in enumerate(image_paths):
+            if self._skipped_as_bad(image_path, f"image {index}"):
+                continue
             label_path = self.labels_dir / image_path.relative_to(self.images_dir).with_suffix(".txt")
             if not label_path.is_file():
                 self.report.add("label_file_missing", f"{image_path} (no {label_path})")
@@ -458,8 +493,8 @@ class YOLODetection(DetectionDataset):
                 path=str(image_path), image_id=index, normalized=True,
                 boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes=np.asarray(classes, dtype=np.int64),
             ))
-        if self.report["label_file_missing"] == len(image_paths):
-            raise ValueError(f"no label files found for any of the {len(image_paths)} images: looked in "
+        if self.records and self.report["label_file_missing"] == len(self.records):
+            raise ValueError(f"no label files found for any of the {len(self.records)} images: looked in "
                              f"{self.labels_dir} (pass labels_dir=...)")
         if names is None:
             names = [str(k) for k in range(max_class + 1)] or ["0"]

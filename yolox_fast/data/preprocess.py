@@ -2,11 +2,14 @@
 
 BGR uint8 image -> keep-ratio resize (``cv2.INTER_LINEAR``) to fit the input size -> pasted at the
 top-left of a canvas filled with 114 -> CHW float32, values still 0-255 (no mean/std).
+
+:func:`read_image` is the one place image files are read; it refuses truncated JPEG and PNG files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import cv2
 import numpy as np
@@ -15,12 +18,93 @@ import torch
 PAD_VALUE = 114
 
 
+#: File signatures of the formats whose completeness :func:`image_file_problem` checks.
+_JPEG_SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The next marker after a JPEG scan's entropy-coded data: 0xFF followed by anything but a stuffed 0x00
+#: or a restart marker RST0-7 (which live inside the scan).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def _jpeg_truncated(data: bytes) -> bool | None:
+    """Whether a JPEG stream ends before its end-of-image marker (FF D9).
+
+    Walks the marker segments and skips each scan's entropy-coded data (where 0xFF is always followed
+    by a stuffed 0x00 or a restart marker), so an EXIF thumbnail's EOI or bytes appended after the real
+    EOI (phone trailers) do not fool it. None when the structure is not one it understands (let the
+    decoder judge).
+    """
+    pos, n = 2, len(data)
+    while pos < n:
+        if data[pos] != 0xFF:
+            return None
+        while pos < n and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos >= n:
+            return True
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            return False
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers: no length
+            continue
+        if pos + 2 > n:
+            return True
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2:
+            return None
+        pos += length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            if found is None:
+                return True
+            pos = found.start()
+    return True
+
+
+def _png_truncated(data: bytes) -> bool:
+    """Whether a PNG stream ends before the end of its IEND chunk."""
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunk = data[pos + 4 : pos + 8]
+        pos += 12 + length  # length, type, data, CRC
+        if chunk == b"IEND":
+            return pos > n
+    return True
+
+
+def image_file_problem(data: bytes) -> str | None:
+    """Why the bytes of an image file cannot be a whole image, or None when nothing is known to be wrong.
+
+    Checks what decoders let through silently: an empty file, and JPEG and PNG files that end early
+    (libjpeg fills the missing part with grey and only prints "Premature end of JPEG file"). Other
+    problems are left to the decoder.
+    """
+    if not data:
+        return "empty file"
+    if data.startswith(_JPEG_SOI) and _jpeg_truncated(data):
+        return "truncated JPEG (the file ends before its end-of-image marker)"
+    if data.startswith(_PNG_SIGNATURE) and _png_truncated(data):
+        return "truncated PNG (the file ends before its IEND chunk)"
+    return None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as BGR uint8 ``[H, W, 3]``; raises ``ValueError`` naming a missing or corrupt file."""
+    """Read an image file as BGR uint8 ``[H, W, 3]`` (EXIF orientation applied, as ``cv2.imread``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
+    truncated (:func:`image_file_problem`) or cannot be decoded.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    with open(path, "rb") as f:
+        data = f.read()
+    problem = image_file_problem(data)
+    if problem:
+        raise ValueError(f"cannot use image {path}: {problem}")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"cannot decode image {path} (corrupt or not an image)")
     return img

@@ -192,15 +192,17 @@ def mixup(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray, other_tar
     canvas[:resized_h, :resized_w] = cv2.resize(other_img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
     canvas = cv2.resize(canvas, (int(target_w * jitter), int(target_h * jitter)))
     r *= jitter
-    if flip:
-        canvas = cv2.flip(canvas, 1)
     canvas_h, canvas_w = canvas.shape[:2]
-    padded = np.zeros((max(canvas_h, target_h), max(canvas_w, target_w), 3), dtype=np.uint8)
-    padded[:canvas_h, :canvas_w] = canvas
-    # Official randint(0, extra - 1), both ends included.
-    y_offset = int(rng.integers(0, padded.shape[0] - target_h)) if padded.shape[0] > target_h else 0
-    x_offset = int(rng.integers(0, padded.shape[1] - target_w)) if padded.shape[1] > target_w else 0
-    crop = padded[y_offset:y_offset + target_h, x_offset:x_offset + target_w]
+    # Official: flip the canvas, zero-pad it to at least the target size, crop at a random offset drawn as
+    # randint(0, extra - 1), both ends included. The same pixels, without the full-size flip and padding:
+    # only the cropped window is read (from mirrored columns when flipped).
+    y_offset = int(rng.integers(0, canvas_h - target_h)) if canvas_h > target_h else 0
+    x_offset = int(rng.integers(0, canvas_w - target_w)) if canvas_w > target_w else 0
+    visible_h, visible_w = min(target_h, canvas_h - y_offset), min(target_w, canvas_w - x_offset)
+    if flip:
+        window = canvas[y_offset:y_offset + visible_h, canvas_w - x_offset - visible_w:canvas_w - x_offset, :][:, ::-1]
+    else:
+        window = canvas[y_offset:y_offset + visible_h, x_offset:x_offset + visible_w]
 
     boxes = clip_boxes(other_targets[:, :4] * r, (canvas_h, canvas_w))
     if flip:
@@ -211,7 +213,11 @@ def mixup(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray, other_tar
     added = np.concatenate([clipped, other_targets[:, 4:5]], axis=1).astype(targets.dtype)
     if min_area_ratio > 0:
         added = added[visible_fraction(clipped, boxes) >= min_area_ratio]
-    blended = (0.5 * img.astype(np.float32) + 0.5 * crop.astype(np.float32)).astype(np.uint8)
+    # Official blend: uint8(0.5 * img + 0.5 * crop) in float32, i.e. floor((a + b) / 2) (exact: a + b <= 510).
+    # In uint8 without overflow: (a & b) + ((a ^ b) >> 1); the zero padding outside the window gives a >> 1.
+    blended = img >> 1
+    a = img[:visible_h, :visible_w]
+    blended[:visible_h, :visible_w] = (a & window) + ((a ^ window) >> 1)
     return blended, np.concatenate([targets, added], 0)
 
 

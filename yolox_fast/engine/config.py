@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ..models import PRESETS, canonical_name
+from ..models.layout import LAYOUT_MODES
+from ..ops.simota_variant import DEFAULT_VARIANT, VARIANTS
 
 #: Training settings that the official experiment files of the small models change from the defaults
 #: (exps/default/yolox_nano.py, yolox_tiny.py): sizes 320-640 for multiscale, a milder mosaic scale, and
-#: mosaic on half of the images for nano. Input size and mixup come from ``models.PRESETS``.
+#: mosaic on half of the images for nano. Input size and mixup come from ``models.PRESETS``. The
+#: multiscale ``random_size`` belongs to the preset's own input size: at another ``img_size`` the sizes
+#: follow the official rule ``img_size +- multiscale_range * 32`` (see :meth:`TrainConfig.multiscale_sizes`).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "yolox-nano": {"random_size": (10, 20), "mosaic_scale": (0.5, 1.5), "mosaic_prob": 0.5},
     "yolox-tiny": {"random_size": (10, 20), "mosaic_scale": (0.5, 1.5)},
@@ -79,6 +83,7 @@ class TrainConfig:
     synthetic_val: int = _opt(128, _INT, "validation images of the built-in synthetic dataset")
     synthetic_size: int = _opt(320, _INT, "image side of the built-in synthetic dataset")
     cache_images: bool = _opt(False, _BOOL, "keep decoded training images in RAM")
+    skip_bad_images: bool = _opt(False, _BOOL, "skip and count empty or truncated training images (default: stop)")
 
     # -- model -----------------------------------------------------------------------------------------
     model: str = _opt("yolox-s", _STR, "yolox-nano, -tiny, -s, -m, -l or -x")
@@ -86,8 +91,10 @@ class TrainConfig:
     freeze: list[str] | None = _opt(
         None, _STR_LIST, "keep the parameters whose names start with these fixed (e.g. backbone.backbone.stem)"
     )
-    simota: str = _opt("seed", _STR, "SimOTA variant: 'seed' (released weights) or 'center' (upstream 2023)")
-    assigner_backend: str | None = _opt(None, _STR, "force an assigner backend (cuda, cpu, triton, torch, reference)")
+    simota: str = _opt(DEFAULT_VARIANT, _STR, f"SimOTA variant: {' or '.join(VARIANTS)} (see ops.simota_variant)")
+    assigner_backend: str | None = _opt(
+        None, _STR, "force an assigner backend: cuda, cpu, triton, torch or reference (default: the best available)"
+    )
 
     # -- schedule and optimiser ----------------------------------------------------------------------------
     epochs: int = _opt(300, _INT, "total epochs")
@@ -102,14 +109,21 @@ class TrainConfig:
     ema: bool = _opt(True, _BOOL, "keep an exponential moving average of the weights (evaluated and saved)")
     ema_decay: float = _opt(0.9998, _FLOAT, "EMA decay; ramped as decay * (1 - exp(-updates / 2000))")
     amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (ignored on the CPU)")
+    amp_dtype: str = _opt("auto", _STR, "AMP precision: auto (bf16 where the GPU has it, else fp16), bf16 or fp16")
+    channels_last: str = _opt("auto", _STR, "memory layout of model and batches: auto (the faster one for the "
+                                            "device, models/layout.py), on or off")
+    compile: bool = _opt(False, _BOOL, "torch.compile the model with its loss (no gain measured on the CPU)")
 
     # -- input size ---------------------------------------------------------------------------------
     img_size: int | None = _opt(None, _INT, "training input size (default: the model's, 416 or 640)")
     test_size: int | None = _opt(None, _INT, "evaluation input size (default: img_size)")
     multiscale: bool = _opt(True, _BOOL, "redraw the input size every multiscale_interval iterations")
-    multiscale_range: int = _opt(5, _INT, "sizes drawn from img_size +- range * 32")
+    multiscale_range: int = _opt(5, _INT, "sizes drawn from img_size +- range * 32 (at least 32)")
     random_size: tuple[int, int] | None = _opt(
-        None, _INT_PAIR, "explicit size range in units of 32 (overrides the range)"
+        None,
+        _INT_PAIR,
+        "explicit size range in units of 32, overriding the range (default: the official 10 20 for nano and "
+        "tiny at their own input size 416, else from --multiscale-range)",
     )
     multiscale_interval: int = _opt(10, _INT, "iterations between input-size draws")
 
@@ -179,13 +193,26 @@ class TrainConfig:
             "mixup_prob": 1.0 if preset["mixup"] else 0.0,
             "mosaic_prob": preset.get("mosaic_prob", 1.0),
             "mosaic_scale": preset.get("mosaic_scale", (0.1, 2.0)),
-            "random_size": preset.get("random_size"),
         }
+        if cfg.img_size in (None, preset["input_size"]):  # the preset's range goes with the preset's size only
+            fill["random_size"] = preset.get("random_size")
         cfg = dataclasses.replace(cfg, **{k: v for k, v in fill.items() if getattr(cfg, k) is None})
         if cfg.test_size is None:
             cfg = dataclasses.replace(cfg, test_size=cfg.img_size)
         cfg.check()
         return cfg
+
+    def multiscale_sizes(self) -> tuple[int, int]:
+        """``(smallest, largest)`` training input side in pixels that multiscale draws (both multiples of 32).
+
+        ``random_size`` when set, else the official rule: ``img_size +- multiscale_range * 32``, at least 32.
+        """
+        if self.random_size is not None:
+            low, high = self.random_size
+        else:
+            base = self.img_size // 32
+            low, high = max(base - self.multiscale_range, 1), base + self.multiscale_range
+        return 32 * low, 32 * high
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
@@ -209,17 +236,20 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not 0 <= self.no_aug_epochs <= self.epochs:
-            raise ValueError(
-                f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
-                "(set --no-aug-epochs too when you shorten --epochs)"
-            )
+        if self.no_aug_epochs < 0:  # more than epochs is clamped by the trainer (and logged)
+            raise ValueError(f"no_aug_epochs must be >= 0, got {self.no_aug_epochs}")
+        if self.multiscale_range < 0:
+            raise ValueError(f"multiscale_range must be >= 0, got {self.multiscale_range}")
         if self.warmup_epochs < 0 or self.workers < 0 or self.save_interval < 0 or self.lr_per_image < 0:
             raise ValueError("warmup_epochs, workers, save_interval and lr_per_image must be >= 0")
         if self.random_size is not None and not 1 <= self.random_size[0] <= self.random_size[1]:
             raise ValueError(f"random_size must be (low, high) with 1 <= low <= high, got {self.random_size}")
-        if self.simota not in ("seed", "center"):
-            raise ValueError(f"simota must be 'seed' or 'center', got {self.simota!r}")
+        if self.simota not in VARIANTS:
+            raise ValueError(f"simota must be one of {', '.join(VARIANTS)}, got {self.simota!r}")
+        if self.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise ValueError(f"amp_dtype must be auto, bf16 or fp16, got {self.amp_dtype!r}")
+        if self.channels_last not in LAYOUT_MODES:
+            raise ValueError(f"channels_last must be one of {', '.join(LAYOUT_MODES)}, got {self.channels_last!r}")
         if bool(self.coco_images) != bool(self.coco_ann):
             raise ValueError("COCO data needs both coco_images and coco_ann")
         if bool(self.val_images) != bool(self.val_ann):
@@ -331,7 +361,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind, default = f.metadata["kind"], f.default
-        help_text = f"{f.metadata['help']} (default: {'auto' if default is None else _show(default)})"
+        help_text = f.metadata["help"]
+        if "(default" not in help_text:  # fields whose help explains their default themselves keep it
+            help_text += f" (default: {'none' if default is None else _show(default)})"
         if kind == _BOOL:
             group.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
@@ -354,6 +386,36 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`TrainConfig` fields typed on the command line, as a dict."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _derived_on_resume(saved: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Which of a saved run's settings were derived (not chosen): ``{setting: the settings it follows}``."""
+    derived = {}
+    if saved.get("test_size") is not None and saved.get("test_size") == saved.get("img_size"):
+        derived["test_size"] = ("img_size",)
+    try:
+        name = canonical_name(saved.get("model", TrainConfig.model))
+    except ValueError:
+        return derived
+    preset_range = TRAIN_PRESETS.get(name, {}).get("random_size")
+    saved_range = saved.get("random_size")
+    if (preset_range is not None and saved_range is not None and tuple(saved_range) == tuple(preset_range)
+            and saved.get("img_size") == PRESETS[name]["input_size"]):
+        derived["random_size"] = ("img_size", "model")
+    return derived
+
+
+def resume_settings(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A stopped run's saved settings to resume with, before the ``given`` ones (file, command line) override them.
+
+    Settings the run derived from one that ``given`` now changes are left out so they are derived again
+    (``--img-size 320`` on resume also moves the evaluation size and the multiscale range, unless those were
+    chosen explicitly).
+    """
+    given = {k.replace("-", "_"): v for k, v in given.items()}
+    drop = {name for name, sources in _derived_on_resume(saved).items()
+            if name not in given and any(s in given and given[s] != saved.get(s) for s in sources)}
+    return {k: v for k, v in saved.items() if k not in drop}
 
 
 def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None) -> TrainConfig:

@@ -9,6 +9,7 @@ write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, ad
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import time
@@ -21,8 +22,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..assigner import SimOTAAssigner
+from ..data.augment import collate
 from ..models import build_yolox, load_official_weights
 from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint
+from ..models.layout import use_channels_last
 from . import distributed as dist_utils
 from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig, save_config_file
@@ -34,11 +37,6 @@ from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
 
 #: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
 Evaluator = Callable[[torch.nn.Module], dict]
-
-SIMOTA_VARIANTS = {
-    "seed": {"center_radius": 2.5, "candidates": "box_or_center"},
-    "center": {"center_radius": 1.5, "candidates": "center"},
-}
 
 
 def seed_everything(seed: int) -> None:
@@ -79,6 +77,20 @@ def resize_batch(
     return images, labels
 
 
+def choose_amp_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``setting`` (``auto``, ``bf16``, ``fp16``) on a CUDA ``device``.
+
+    ``auto``: bf16 where the GPU supports it (compute capability 8.0+: no loss scaling, no overflow),
+    fp16 with the grad scaler otherwise.
+    """
+    if setting == "fp16":
+        return torch.float16
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else False
+    if setting == "bf16" and not bf16:
+        raise ValueError(f"--amp-dtype bf16: {device} does not support bfloat16; use fp16 or auto")
+    return torch.bfloat16 if bf16 else torch.float16
+
+
 def _no_buffer_sync_per_forward() -> dict:
     """DDP keyword: no BatchNorm buffer broadcast before every forward (as the official trainer's
     ``broadcast_buffers=False``); the statistics are averaged after each epoch instead. Recent torch
@@ -104,7 +116,8 @@ class Trainer:
             the EMA model (raw model without EMA) in eval mode; None: no evaluation, no ``best.pt``.
             Only rank 0's is used (and needed).
         ctx: this process's place in a multi-process run (default: one process on ``cfg.device``).
-        collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default stacks.
+        collate_fn: batches ``(images [B, 3, H, W], labels [B, max_labels, 5], ids)``; default
+            :func:`yolox_fast.data.collate` in the model's memory layout.
         resume_from: a training checkpoint to continue from (else ``cfg.weights``, if any, is loaded).
         checkpoint: the already-loaded content of ``resume_from`` (read from the file when None).
     """
@@ -154,29 +167,37 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as the official trainer; one tuning per multiscale size
 
-        assigner = SimOTAAssigner(len(self.class_names), backend=cfg.assigner_backend, **SIMOTA_VARIANTS[cfg.simota])
+        # The data layer checks the labels (TrainAugmentDataset, in the loader workers): no per-step value check.
+        assigner = SimOTAAssigner(len(self.class_names), cfg.simota, backend=cfg.assigner_backend, check_values=False)
         model = build_yolox(cfg.model, num_classes=len(self.class_names), assigner=assigner)
         if cfg.weights and resume_from is None:
             self._load_weights(model, cfg.weights)
         if cfg.freeze:
             self._freeze(model, cfg.freeze)
-        self.model = model.to(self.device)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = choose_amp_dtype(cfg.amp_dtype, self.device) if self.use_amp else None
+        self.channels_last = use_channels_last(cfg.channels_last, self.device, self.use_amp)
+        self.model = model.to(self.device).set_channels_last(self.channels_last)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.warmup_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        # bf16 has float32's exponent range: loss scaling (and its per-step host sync) only for fp16.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        if cfg.compile:
+            self.model.compile()  # in place: state-dict names, the EMA copy and DDP see the plain module
         seed_everything(cfg.seed + self.ctx.rank)  # each rank augments its images differently
 
         self.loader = self._build_loader(collate_fn)
         self.iters_per_epoch = len(self.loader)
+        # A run shorter than the no-aug phase is all no-aug (``--epochs 1`` alone works); said in the header.
+        self.no_aug_epochs = min(cfg.no_aug_epochs, cfg.epochs)
         self.schedule = WarmCosineSchedule(
             cfg.lr_per_image * cfg.batch_size,
             self.iters_per_epoch,
             cfg.epochs,
             cfg.warmup_epochs,
-            cfg.no_aug_epochs,
+            self.no_aug_epochs,
             cfg.warmup_lr,
             cfg.min_lr_ratio,
         )
@@ -184,6 +205,7 @@ class Trainer:
         self.input_size = self.base_size
         self.size_rng = random.Random(cfg.seed)  # drawn on rank 0 only, then broadcast
         self.start_epoch = 0
+        self.epochs_saved = 0  # epochs done as of the newest latest.pt (what an interrupted run resumes from)
         self.iteration = 0
         self.best_ap = -1.0
         self.last_table = None
@@ -209,13 +231,21 @@ class Trainer:
             raise ValueError(
                 f"the training set has {n} images, fewer than one batch ({cfg.batch_size}); lower --batch-size"
             )
+        pin = self.device.type == "cuda"
+        self.log(
+            f"data loader: {cfg.workers} worker processes per training process"
+            f"{' (persistent)' if cfg.workers else ' (loading in the training process)'}, batches of "
+            f"{self.batch_per_process}, {'channels_last' if self.channels_last else 'contiguous'} layout"
+            f"{', pinned memory' if pin else ''}; images cross as the dataset gives them (uint8 from the "
+            f"training augmentation) and become float32 on {self.device}"
+        )
         return DataLoader(
             self.train_set,
             batch_size=self.batch_per_process,
             sampler=sampler,
             num_workers=cfg.workers,
-            collate_fn=collate_fn,
-            pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn or functools.partial(collate, channels_last=self.channels_last),
+            pin_memory=pin,
             drop_last=True,
             worker_init_fn=seed_worker,
             persistent_workers=cfg.workers > 0,
@@ -265,7 +295,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.use_amp and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self.epochs_saved = int(ckpt["epoch"])
         # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
         self.iteration = self.start_epoch * self.iters_per_epoch
         if int(ckpt["iteration"]) != self.iteration:
@@ -274,7 +304,12 @@ class Trainer:
                 "current batch size and dataset; the learning-rate schedule continues from the latter"
             )
         self.best_ap = float(ckpt.get("best_ap", -1.0))
-        self.input_size = tuple(ckpt.get("input_size", self.base_size))
+        # Continue at the size the run had drawn only when it is still one this run's settings can draw:
+        # --no-multiscale or another --img-size on resume start from the (new) base size.
+        drawn = tuple(ckpt.get("input_size", self.base_size))
+        low, high = self.cfg.multiscale_sizes()
+        if self.cfg.multiscale and low <= drawn[0] <= high and low <= drawn[1] <= high:
+            self.input_size = drawn
         if ckpt.get("multiscale_rng") is not None:
             version, internal, gauss = ckpt["multiscale_rng"]
             self.size_rng.setstate((version, tuple(internal), gauss))
@@ -288,6 +323,12 @@ class Trainer:
             )
             seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
         self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far {max(self.best_ap, 0):.4f})")
+        old_epochs = int((ckpt.get("config") or {}).get("epochs", self.cfg.epochs))
+        if old_epochs != self.cfg.epochs:
+            self.log(
+                f"schedule changed from {old_epochs} to {self.cfg.epochs} epochs: the cosine learning rate and the "
+                f"no-aug phase are recomputed for {self.cfg.epochs} epochs ({self._no_aug_phase()})"
+            )
 
     # -- phases -----------------------------------------------------------------------------------------
     @property
@@ -298,9 +339,16 @@ class Trainer:
         epoch before the learning rate goes flat, so ``no_aug_epochs + 1`` epochs run without it; this
         trainer does the same. ``no_aug_epochs = 0`` turns the phase off.
         """
-        if self.cfg.no_aug_epochs <= 0:
+        if self.no_aug_epochs <= 0:
             return self.cfg.epochs
-        return max(self.cfg.epochs - self.cfg.no_aug_epochs - 1, 0)
+        return max(self.cfg.epochs - self.no_aug_epochs - 1, 0)
+
+    def _no_aug_phase(self) -> str:
+        """The no-aug phase in words, for the log."""
+        start = self.no_aug_start_epoch
+        if start >= self.cfg.epochs:
+            return "no no-aug phase"
+        return f"no mosaic/mixup, L1 loss from epoch {start + 1} to {self.cfg.epochs}"
 
     def _enter_epoch(self, epoch: int) -> None:
         self.loader.sampler.set_epoch(epoch)
@@ -327,25 +375,31 @@ class Trainer:
         """Rank 0 draws ``32 * randint(low, high)``; every rank gets the same size."""
         size = None
         if self.ctx.is_main:
-            if self.cfg.random_size is not None:
-                low, high = self.cfg.random_size
-            else:
-                base = self.cfg.img_size // 32
-                low, high = max(base - self.cfg.multiscale_range, 1), base + self.cfg.multiscale_range
-            side = 32 * self.size_rng.randint(low, high)
+            low, high = self.cfg.multiscale_sizes()
+            side = 32 * self.size_rng.randint(low // 32, high // 32)
             size = (side, side)
         return tuple(dist_utils.broadcast_object(size))
+
+    def _input_sizes(self) -> str:
+        """The training input sizes actually used, for the header."""
+        if not self.cfg.multiscale:
+            return f"input {self.input_size[0]}"
+        low, high = self.cfg.multiscale_sizes()
+        now = f", now {self.input_size[0]}" if self.input_size != self.base_size else ""
+        return (f"input {low}-{high} (multiscale around {self.cfg.img_size}, redrawn every "
+                f"{self.cfg.multiscale_interval} iterations{now})")
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict."""
+        # uint8 crosses to the device (4x less than float32); the conversion runs there, keeping the layout.
         images = images.to(self.device, non_blocking=True).float()
         labels = labels.to(self.device, non_blocking=True).float()
         images, labels = resize_batch(images, labels, self.input_size)
         lr = self.schedule(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             losses = self.model(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total_loss"]).backward()
@@ -380,10 +434,11 @@ class Trainer:
             if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
                 means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
                 if not np.isfinite(means["total_loss"]) and not self.use_amp:
+                    saved = (f"last good checkpoint: {self.output_dir / 'latest.pt'} (epoch {self.epochs_saved})"
+                             if self.epochs_saved else "no checkpoint was written yet")
                     raise FloatingPointError(
                         f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
-                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); last good checkpoint: "
-                        f"{self.output_dir / 'latest.pt'}"
+                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); {saved}"
                     )
                 elapsed = time.perf_counter() - start
                 rate = done * self.cfg.batch_size / elapsed
@@ -465,6 +520,7 @@ class Trainer:
                 copy_checkpoint(latest, self.output_dir / "best.pt")
             if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:
                 copy_checkpoint(latest, self.output_dir / f"epoch_{epoch + 1}.pt")
+        self.epochs_saved = epoch + 1
 
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train from ``start_epoch`` to ``cfg.epochs`` (or stop after epoch ``stop_after_epoch``, 1-based).
@@ -476,14 +532,18 @@ class Trainer:
         if self.ctx.is_main:
             save_config_file(cfg, self.output_dir / "config.yaml")
         n_params = sum(p.numel() for p in self.model.parameters())
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "off"
         self.log(
             f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
-            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, input {cfg.img_size}"
-            f"{' (multiscale)' if cfg.multiscale else ''}, AMP {'on' if self.use_amp else 'off'}; "
+            f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, AMP {amp}, "
+            f"{'channels_last' if self.channels_last else 'contiguous'} layout{', compiled' if cfg.compile else ''}; "
             f"output {self.output_dir}"
         )
+        if self.no_aug_epochs < cfg.no_aug_epochs:
+            self.log(f"note: no_aug_epochs {cfg.no_aug_epochs} is more than the run's {cfg.epochs} epochs; "
+                     f"clamped to {self.no_aug_epochs} ({self._no_aug_phase()})")
         if self.start_epoch >= cfg.epochs:
             self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
         last_metrics = None

@@ -163,7 +163,8 @@ class COCOEvaluator:
 
     Raises:
         FileNotFoundError: the annotation file, the image folder or one of the images is missing.
-        ValueError: a bad annotation file, unknown ``image_ids`` or ``class_names`` of the wrong length.
+        ValueError: a bad annotation file, one without ground-truth boxes on the evaluated images (COCOeval
+            would report AP -1), unknown ``image_ids`` or ``class_names`` of the wrong length.
     """
 
     def __init__(self, image_dir: str | os.PathLike, ann_file, img_size: int | tuple[int, int] = 416,
@@ -193,6 +194,12 @@ class COCOEvaluator:
         if unknown:
             raise ValueError(f"image ids not in the annotation file: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
         self.image_ids = list(image_ids)
+        # COCOeval ignores crowd boxes and scores a split without any other box as AP -1: refuse it now.
+        if not any(not a.get("iscrowd", 0) for i in self.image_ids for a in self.coco.imgToAnns.get(i, ())):
+            where = os.fspath(ann_file) if isinstance(ann_file, (str, os.PathLike)) else "the annotation set"
+            raise ValueError(f"{where} has no ground-truth boxes on its {len(self.image_ids)} evaluated images "
+                             "(empty or crowd-only 'annotations'): nothing to evaluate against; probably the wrong "
+                             "annotation file")
 
         self.image_dir = os.fspath(image_dir)
         if not os.path.isdir(self.image_dir):

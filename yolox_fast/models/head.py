@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..ops.anchors import anchor_grid
+from ..ops.box_coding import decode_boxes
 from .losses import YOLOXLoss
 from .network_blocks import BaseConv, DWConv
 
@@ -103,8 +104,9 @@ class YOLOXHead(nn.Module):
             reg_feat = self.reg_convs[k](x)
             out = torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), self.cls_preds[k](cls_feat)], 1)
             sizes.append(tuple(out.shape[-2:]))
-            outputs.append(out.flatten(start_dim=2))
-        return torch.cat(outputs, dim=2).permute(0, 2, 1), sizes
+            # [B, 5 + C, H, W] -> [B, H * W, 5 + C]: a free view in channels_last, one copy otherwise.
+            outputs.append(out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, out.shape[1]))
+        return torch.cat(outputs, dim=1), sizes
 
     def forward(self, features, labels: torch.Tensor | None = None):
         raw, sizes = self.forward_raw(features)
@@ -114,9 +116,5 @@ class YOLOXHead(nn.Module):
                 raise ValueError("the model is in train mode: forward(images, targets) needs targets [B, N, 5]")
             return self.loss(raw, grids, strides, labels)
         scores = raw[..., 4:].sigmoid()
-        if not self.decode_in_inference:
-            return torch.cat([raw[..., :4], scores], dim=-1)
-        s = strides.to(raw.dtype)[None, :, None]
-        xy = (raw[..., :2] + grids.to(raw.dtype)) * s
-        wh = torch.exp(raw[..., 2:4]) * s
-        return torch.cat([xy, wh, scores], dim=-1)
+        boxes = decode_boxes(raw[..., :4], grids, strides) if self.decode_in_inference else raw[..., :4]
+        return torch.cat([boxes, scores], dim=-1)

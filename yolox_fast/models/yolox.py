@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .head import YOLOXHead
+from .layout import memory_format
 from .network_blocks import BN_EPS, BN_MOMENTUM
 from .pafpn import YOLOPAFPN
 
@@ -21,14 +22,22 @@ class YOLOX(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        #: the layout the network runs in (see :mod:`yolox_fast.models.layout`); inputs are converted to it.
+        self.channels_last = False
 
     @property
     def num_classes(self) -> int:
         return self.head.num_classes
 
+    def set_channels_last(self, enabled: bool) -> YOLOX:
+        """Put weights and activations in ``channels_last`` (NHWC) or back to contiguous (NCHW); returns self."""
+        self.channels_last = bool(enabled)
+        return self.to(memory_format=memory_format(self.channels_last))
+
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(x.shape)}")
+        x = x.contiguous(memory_format=memory_format(self.channels_last))  # no copy when it is already so
         return self.head(self.backbone(x), targets)
 
 

@@ -22,15 +22,13 @@ Decisions the official code leaves open, fixed here and followed by every backen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from .box_coding import decode_boxes, encode_boxes
+from .simota_variant import SEED, SimOTAVariant
+
 __all__ = [
-    "SEED",
-    "CENTER",
-    "SimOTAVariant",
     "box_cxcywh_to_xyxy",
     "pairwise_iou",
     "anchor_centers",
@@ -40,40 +38,12 @@ __all__ = [
     "simota_assign_image",
     "simota_assign",
     "loss_targets_image",
+    "yolox_loss",
     "decode_outputs",
     "nms",
     "batched_nms",
     "postprocess",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# SimOTA variants
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SimOTAVariant:
-    """The knobs that differ between the released-weights SimOTA and the 2023 upstream one.
-
-    Attributes:
-        center_radius: half side of the centre square, in strides.
-        candidates: ``"box_or_center"`` (an anchor is a candidate when its centre lies inside some GT
-            box or inside some GT's centre square) or ``"center"`` (inside some centre square only).
-        penalty: cost added to a (GT, anchor) pair that fails the geometry test.
-    """
-
-    center_radius: float = 2.5
-    candidates: str = "box_or_center"
-    penalty: float = 1e5
-
-
-#: The SimOTA the released YOLOX weights were trained with (the seed's): r = 2.5, box OR centre, 1e5.
-SEED = SimOTAVariant(2.5, "box_or_center", 1e5)
-#: Upstream YOLOX since January 2023: r = 1.5, centre square only, 1e6.
-CENTER = SimOTAVariant(1.5, "center", 1e6)
-
-CANDIDATE_MODES = ("box_or_center", "center")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,8 +96,7 @@ def candidate_masks(
     gt_boxes: torch.Tensor,
     centers: torch.Tensor,
     strides: torch.Tensor,
-    center_radius: float = 2.5,
-    candidates: str = "box_or_center",
+    variant: SimOTAVariant,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The centre prior of SimOTA for one image.
 
@@ -135,16 +104,14 @@ def candidate_masks(
         gt_boxes: ``[G, 4]`` cx, cy, w, h.
         centers: ``[A, 2]`` anchor centres (see :func:`anchor_centers`).
         strides: ``[A]`` stride of each anchor.
-        center_radius: half side of the centre square in strides.
-        candidates: ``"box_or_center"`` (seed) or ``"center"`` (upstream 2023).
+        variant: its ``center_radius`` (half side of the centre square in strides) and ``candidates`` rule
+            (see :mod:`yolox_fast.ops.simota_variant`).
 
     Returns:
         ``candidate [A]`` bool: the anchors SimOTA considers at all;
         ``geometry [G, A]`` bool: pairs that escape the cost penalty
         (in box AND in centre square for the seed, in centre square for ``center``).
     """
-    if candidates not in CANDIDATE_MODES:
-        raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
     gt = gt_boxes.float()
     x = centers[None, :, 0]  # [1, A]
     y = centers[None, :, 1]
@@ -155,16 +122,16 @@ def candidate_masks(
     in_box = box_deltas.min(dim=-1).values > 0.0  # [G, A]
 
     # Inside the square of half side center_radius * stride around the GT centre.
-    radius = center_radius * strides.float()[None, :]  # [1, A]
+    radius = variant.center_radius * strides.float()[None, :]  # [1, A]
     center_deltas = torch.stack([x - (cx - radius), y - (cy - radius), (cx + radius) - x, (cy + radius) - y], 2)
     in_center = center_deltas.min(dim=-1).values > 0.0  # [G, A]
 
-    if candidates == "box_or_center":
-        candidate = in_box.any(dim=0) | in_center.any(dim=0)
-        geometry = in_box & in_center
-    else:
+    if variant.center_only:
         candidate = in_center.any(dim=0)
         geometry = in_center
+    else:
+        candidate = in_box.any(dim=0) | in_center.any(dim=0)
+        geometry = in_box & in_center
     return candidate, geometry
 
 
@@ -186,7 +153,7 @@ def simota_cost(
         gt_boxes: ``[G, 4]`` cx, cy, w, h.
         gt_classes: ``[G]`` integer class ids in ``[0, C)``.
         geometry: ``[G, U]`` bool, pairs that escape the penalty.
-        penalty: 1e5 (seed) or 1e6 (upstream).
+        penalty: the variant's penalty (:mod:`yolox_fast.ops.simota_variant`).
 
     Returns:
         ``cost [G, U]`` float32 and ``iou [G, U]`` float32.
@@ -281,7 +248,7 @@ def simota_assign_image(
         strides: ``[A]`` stride of each anchor.
         gt_boxes: ``[G, 4]`` cx, cy, w, h (no padding rows).
         gt_classes: ``[G]`` integer class ids.
-        variant: :data:`SEED` or :data:`CENTER` (or any :class:`SimOTAVariant`).
+        variant: a :class:`~yolox_fast.ops.simota_variant.SimOTAVariant` (default: the seed's).
 
     Returns:
         ``fg_mask [A]`` bool, ``matched_gt [A]`` int64 (-1 background), ``matched_iou [A]`` float32
@@ -296,7 +263,7 @@ def simota_assign_image(
         return fg_mask, matched_gt, matched_iou
 
     centers = anchor_centers(grids, strides)
-    candidate, geometry = candidate_masks(gt_boxes, centers, strides, variant.center_radius, variant.candidates)
+    candidate, geometry = candidate_masks(gt_boxes, centers, strides, variant)
     cand_idx = candidate.nonzero().squeeze(1)
     if cand_idx.numel() == 0:
         return fg_mask, matched_gt, matched_iou
@@ -381,18 +348,72 @@ def loss_targets_image(
     idx = matched_gt[fg_mask]
     cls = F.one_hot(gt_classes[idx].long(), num_classes).float() * matched_iou[fg_mask, None]
     reg = gt_boxes[idx].float()
-    s = strides[fg_mask].float()
-    g = grids[fg_mask].float()
-    l1 = torch.stack(
-        [
-            reg[:, 0] / s - g[:, 0],
-            reg[:, 1] / s - g[:, 1],
-            torch.log(reg[:, 2] / s + 1e-8),
-            torch.log(reg[:, 3] / s + 1e-8),
-        ],
-        dim=1,
-    )
+    l1 = encode_boxes(reg, grids[fg_mask].float(), strides[fg_mask].float())
     return {"cls": cls, "reg": reg, "obj": fg_mask.float()[:, None], "l1": l1}
+
+
+def yolox_loss(
+    raw: torch.Tensor,
+    grids: torch.Tensor,
+    strides: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    use_l1: bool = False,
+    variant: SimOTAVariant = SEED,
+    reg_weight: float = 5.0,
+) -> dict[str, torch.Tensor]:
+    """The official YOLOX loss of a batch, image by image (``YOLOXHead.get_losses``).
+
+    Args:
+        raw: ``[B, A, 5 + C]`` raw head output (box offsets, objectness logit, class logits).
+        grids: ``[A, 2]``; strides: ``[A]``.
+        labels: ``[B, N, 5]`` class, cx, cy, w, h in input pixels; all-zero rows are padding.
+        num_classes: C.
+        use_l1: add the L1 term (the official no-augmentation epochs).
+        variant: the SimOTA variant of the assignment.
+        reg_weight: weight of the IoU term.
+
+    Returns:
+        ``total_loss``, ``iou_loss`` (times ``reg_weight``), ``l1_loss``, ``conf_loss``, ``cls_loss``, each
+        summed over the batch's foreground anchors (objectness: all anchors) and divided by
+        ``max(num_fg, 1)``, and ``num_fg`` (foreground anchors per GT). The IoU of a matched pair is
+        :func:`pairwise_iou` (the official ``IOUloss`` adds ``1e-16`` to the union instead: equal within
+        float rounding for real boxes).
+    """
+    pred_boxes = decode_boxes(raw[..., :4], grids, strides)
+    fg_masks, reg_t, cls_t, l1_t = [], [], [], []
+    num_gts = 0
+    for b in range(raw.shape[0]):
+        valid = (labels[b] != 0).any(dim=-1)
+        gt_boxes, gt_classes = labels[b][valid, 1:5].float(), labels[b][valid, 0].long()
+        num_gts += gt_boxes.shape[0]
+        fg, matched, iou = simota_assign_image(
+            pred_boxes[b].detach(), raw[b, :, 5:].detach(), raw[b, :, 4:5].detach(), grids, strides, gt_boxes,
+            gt_classes, variant,
+        )
+        targets = loss_targets_image(fg, matched, iou, gt_boxes, gt_classes, grids, strides, num_classes)
+        fg_masks.append(fg)
+        reg_t.append(targets["reg"])
+        cls_t.append(targets["cls"])
+        l1_t.append(targets["l1"])
+    fg = torch.cat(fg_masks)
+    num_fg = max(int(fg.sum()), 1)
+    flat = raw.reshape(-1, raw.shape[-1])
+    pred = pred_boxes.reshape(-1, 4)[fg]
+    reg = torch.cat(reg_t)
+    iou = pairwise_iou(pred, reg).diagonal() if len(reg) else pred.new_zeros(0)
+    loss_iou = (1 - iou**2).sum() / num_fg
+    loss_obj = F.binary_cross_entropy_with_logits(flat[:, 4], fg.to(flat.dtype), reduction="sum") / num_fg
+    loss_cls = F.binary_cross_entropy_with_logits(flat[fg, 5:], torch.cat(cls_t), reduction="sum") / num_fg
+    loss_l1 = F.l1_loss(flat[fg, :4], torch.cat(l1_t), reduction="sum") / num_fg if use_l1 else flat.new_zeros(())
+    return {
+        "total_loss": reg_weight * loss_iou + loss_obj + loss_cls + loss_l1,
+        "iou_loss": reg_weight * loss_iou,
+        "l1_loss": loss_l1,
+        "conf_loss": loss_obj,
+        "cls_loss": loss_cls,
+        "num_fg": fg.sum().float() / max(num_gts, 1),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,11 +427,8 @@ def decode_outputs(raw: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor
     ``xy = (t_xy + grid) * stride``, ``wh = exp(t_wh) * stride``; objectness and class logits go through
     a sigmoid unless ``sigmoid=False`` (the model's eval forward already applied it).
     """
-    s = strides.to(raw.dtype)[None, :, None]
-    xy = (raw[..., 0:2] + grids.to(raw.dtype)[None]) * s
-    wh = torch.exp(raw[..., 2:4]) * s
     scores = raw[..., 4:].sigmoid() if sigmoid else raw[..., 4:]
-    return torch.cat([xy, wh, scores], dim=-1)
+    return torch.cat([decode_boxes(raw[..., :4], grids, strides), scores], dim=-1)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 
 from .. import _extension
 from . import backends, reference
-from .reference import CANDIDATE_MODES, SimOTAVariant
 from .simota_torch import simota_assign_torch
+from .simota_variant import SEED, SimOTAVariant
 from .triton_support import triton_unavailable
 
 OP = "simota_assign"
@@ -45,17 +45,11 @@ if _extension.extension_loaded():
         return _fake_outputs(pred_boxes)
 
 
-def _variant_args(variant: SimOTAVariant) -> tuple[float, bool, float]:
-    if variant.candidates not in CANDIDATE_MODES:
-        raise ValueError(f"variant.candidates must be one of {CANDIDATE_MODES}, got {variant.candidates!r}")
-    return float(variant.center_radius), variant.candidates == "center", float(variant.penalty)
-
-
 @backends.register(OP, "cpu", _extension.cpu_op_unavailable)
 @backends.register(OP, "cuda", _extension.cuda_op_unavailable)
 def _simota_ext(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, variant):
     return torch.ops.yolox_fast.simota_assign(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes,
-                                              gt_classes, gt_mask, *_variant_args(variant))
+                                              gt_classes, gt_mask, *variant.op_args())
 
 
 @backends.register(OP, "triton", triton_unavailable)
@@ -63,13 +57,13 @@ def _simota_triton(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes,
     from yolox_fast.kernels.simota import simota_assign_triton
 
     return simota_assign_triton(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-                                *_variant_args(variant))
+                                *variant.op_args())
 
 
 @backends.register(OP, "torch", backends.always)
 def _simota_torch(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, variant):
     return simota_assign_torch(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
-                               *_variant_args(variant))
+                               variant)
 
 
 @backends.register(OP, "reference", backends.always)
@@ -80,10 +74,11 @@ def _simota_reference(pred_boxes, cls_logits, obj_logits, grids, strides, gt_box
 
 def simota_assign(pred_boxes: torch.Tensor, cls_logits: torch.Tensor, obj_logits: torch.Tensor,
                   grids: torch.Tensor, strides: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
-                  gt_mask: torch.Tensor, variant: SimOTAVariant = reference.SEED, backend: str | None = None):
+                  gt_mask: torch.Tensor, variant: SimOTAVariant = SEED, backend: str | None = None):
     """Run SimOTA on a padded batch with the chosen (or best available) backend.
 
-    Shapes as :func:`yolox_fast.ops.reference.simota_assign`; returns ``fg_mask [B, A]``,
+    Shapes as :func:`yolox_fast.ops.reference.simota_assign`; ``variant`` from
+    :mod:`yolox_fast.ops.simota_variant`. Returns ``fg_mask [B, A]``,
     ``matched_gt [B, A]`` (index into the padded G axis, -1 background), ``matched_iou [B, A]``.
     ``backend`` forces one of :data:`yolox_fast.ops.backends.BACKENDS` (else ``$YOLOX_FAST_BACKEND``,
     else the best available for the device).

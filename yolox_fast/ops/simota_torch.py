@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .simota_variant import SimOTAVariant
+
 __all__ = ["simota_assign_torch"]
 
 MAX_TOP = 10  # the top-10 IoUs give dynamic k, so no GT ever takes more than 10 anchors
@@ -34,9 +36,7 @@ def simota_assign_torch(
     gt_boxes: torch.Tensor,
     gt_classes: torch.Tensor,
     gt_mask: torch.Tensor,
-    center_radius: float = 2.5,
-    center_only: bool = False,
-    penalty: float = 1e5,
+    variant: SimOTAVariant,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SimOTA for a padded batch, all images at once.
 
@@ -46,15 +46,13 @@ def simota_assign_torch(
         obj_logits: ``[B, A, 1]`` (or ``[B, A]``) raw objectness logits.
         grids: ``[A, 2]`` grid-cell x, y; strides: ``[A]``.
         gt_boxes: ``[B, G, 4]`` cx, cy, w, h; gt_classes: ``[B, G]`` int; gt_mask: ``[B, G]`` bool.
-        center_radius: half side of the centre square in strides.
-        center_only: False for the seed variant (candidates in a box OR a centre square, geometry =
-            both), True for the 2023 one (centre square only).
-        penalty: cost of a pair failing the geometry test.
+        variant: radius, candidate rule and penalty (:mod:`yolox_fast.ops.simota_variant`).
 
     Returns:
         ``fg_mask [B, A]`` bool, ``matched_gt [B, A]`` int64 (index into G, -1 background),
         ``matched_iou [B, A]`` float32 (0 background).
     """
+    center_radius, center_only, penalty = variant.op_args()
     b, a = pred_boxes.shape[:2]
     g = gt_boxes.shape[1]
     device = pred_boxes.device

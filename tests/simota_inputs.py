@@ -1,5 +1,8 @@
 """Realistic random SimOTA batches, shared by the tests and the benchmarks.
 
+A test helper, so it lives with the tests: ``tests/`` is on pytest's ``pythonpath`` (pyproject.toml), and
+tests and benchmarks import it as ``from simota_inputs import random_simota_batch``.
+
 Random logits and boxes alone make SimOTA trivial (no prediction overlaps a GT, every cost is about
 the same). Here predictions look like a half-trained detector's: most anchors predict a jittered copy
 of the GT nearest to them, with a raised logit for its class, so IoUs, dynamic k and conflicts all
@@ -13,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from .anchors import anchor_grid
+from yolox_fast.ops.anchors import anchor_grid
 
 __all__ = ["SimOTABatch", "random_simota_batch", "feature_sizes_for_anchors"]
 

@@ -1,0 +1,147 @@
+"""The training augmentation: the fast steps give the official pixels, and the sampled parameters follow
+the official distributions.
+
+Distributions: every random draw of the real pipeline (``TrainAugmentDataset.__getitem__`` on real data)
+is recorded with the function that made it; their ranges, means and frequencies are compared with the
+official formulas (``yolox_base`` defaults: mosaic 1.0, mixup 1.0, HSV 1.0, flip 0.5, rotation U(-10, 10)
+degrees, scale U(0.1, 2.0), shear U(-2, 2) degrees, translation U(-0.1, 0.1) of the size, mosaic centre
+U(0.5, 1.5) of the size, mixup jitter U(0.5, 1.5) and flip 1/2, HSV gains U(-g, g) each on with
+probability 1/2, g = 5, 30, 30).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from yolox_fast.data import COCODetection, TrainAugmentDataset, make_synthetic_dataset
+from yolox_fast.data import transforms as T
+from yolox_fast.data.reference import augment_hsv_reference, mixup_reference
+
+N_ITEMS = 400
+SIZE = (64, 96)  # (h, w), not square: the centre and translation draws must use the right side
+
+
+class RecordingRNG:
+    """A ``numpy.random.Generator`` that records each draw with the name of the pipeline function making it."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.draws: list[tuple[str, str, np.ndarray]] = []
+
+    def _record(self, method, *args, **kwargs):
+        frame = sys._getframe(2)
+        if frame.f_code.co_name == "_uniform":  # the official get_aug_params helper: name its caller
+            frame = frame.f_back
+        value = getattr(self.rng, method)(*args, **kwargs)
+        self.draws.append((frame.f_code.co_name, method, np.asarray(value, dtype=np.float64)))
+        return value
+
+    def random(self, *args, **kwargs):
+        return self._record("random", *args, **kwargs)
+
+    def uniform(self, *args, **kwargs):
+        return self._record("uniform", *args, **kwargs)
+
+    def integers(self, *args, **kwargs):
+        return self._record("integers", *args, **kwargs)
+
+    def of(self, function: str) -> list[np.ndarray]:
+        return [value for name, _, value in self.draws if name == function]
+
+
+@pytest.fixture(scope="module")
+def recorded_items(tmp_path_factory):
+    info = make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=16, num_val=1, image_size=96, seed=4)
+    aug = TrainAugmentDataset(COCODetection(info["train_images"], info["train_ann"]), input_size=SIZE, seed=0)
+    recorders = []
+
+    def recording_rng(index, epoch=None):
+        recorders.append(RecordingRNG([0, len(recorders)]))  # a fresh stream per call: N independent items
+        return recorders[-1]
+
+    aug.rng = recording_rng
+    for i in range(N_ITEMS):
+        aug[i % len(aug)]
+    return recorders
+
+
+def assert_uniform(values, low, high, name):
+    """Inside [low, high], mean within 4 standard errors of the middle, both ends reached within 5% of the width."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    width = high - low
+    assert len(values) > 50, f"{name}: only {len(values)} draws"
+    assert values.min() >= low and values.max() <= high, f"{name}: outside [{low}, {high}]"
+    se = width / math.sqrt(12 * len(values))
+    assert abs(values.mean() - (low + high) / 2) < 4 * se, f"{name}: mean {values.mean()} vs {(low + high) / 2}"
+    assert values.min() < low + 0.05 * width and values.max() > high - 0.05 * width, f"{name}: range not covered"
+
+
+def assert_rate(hits, n, p, name):
+    assert abs(hits / n - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, f"{name}: {hits}/{n} vs {p}"
+
+
+def test_mosaic_and_affine_parameters(recorded_items):
+    h, w = SIZE
+    mosaic = [r for r in recorded_items if r.of("_mosaic")]
+    assert_rate(len(mosaic), len(recorded_items), 1.0, "mosaic")
+    centres = np.array([r.of("mosaic") for r in mosaic])  # yc, xc; then truncated to int
+    assert_uniform(centres[:, 0], 0.5 * h, 1.5 * h, "mosaic centre y")
+    assert_uniform(centres[:, 1], 0.5 * w, 1.5 * w, "mosaic centre x")
+    tiles = np.concatenate([r.of("_mosaic")[0] for r in mosaic])
+    assert_uniform(tiles, 0, 15, "mosaic tile index")  # integers(0, 16): 0..15
+    affine = np.array([r.of("affine_matrix") for r in mosaic])  # angle, scale, shear x, shear y, tx, ty
+    for column, (low, high), name in zip(range(6), [(-10, 10), (0.1, 2.0), (-2, 2), (-2, 2), (-0.1, 0.1), (-0.1, 0.1)],
+                                         ["angle", "scale", "shear x", "shear y", "translate x", "translate y"],
+                                         strict=True):
+        assert_uniform(affine[:, column], low, high, name)
+
+
+def test_mixup_parameters(recorded_items):
+    mosaic = [r for r in recorded_items if r.of("_mosaic")]
+    decisions = [r.of("__getitem__")[1] for r in mosaic]  # [0] is the mosaic draw
+    assert_uniform(decisions, 0, 1, "mixup decision")  # mixup_prob 1.0: always below it
+    mixups = [r.of("mixup") for r in mosaic]
+    assert len(mixups) == len(mosaic)
+    assert_uniform([m[0] for m in mixups], 0.5, 1.5, "mixup jitter")
+    assert_rate(sum(m[1] > 0.5 for m in mixups), len(mixups), 0.5, "mixup flip")
+
+
+def test_hsv_and_flip_parameters(recorded_items):
+    transforms = [r.of("train_transform") for r in recorded_items if r.of("train_transform")]
+    assert len(transforms) > 0.9 * N_ITEMS  # items with boxes
+    assert_uniform([t[0] for t in transforms], 0, 1, "hsv decision")  # hsv_prob 1.0
+    assert_rate(sum(t[1] < 0.5 for t in transforms), len(transforms), 0.5, "flip")
+    hsv = [r.of("augment_hsv") for r in recorded_items if r.of("augment_hsv")]
+    gains = np.array([g[0] for g in hsv])
+    switches = np.array([g[1] for g in hsv])
+    assert_uniform(gains, -1, 1, "hsv gain factor")
+    for channel, name in enumerate("hsv"):
+        assert_rate(int(switches[:, channel].sum()), len(switches), 0.5, f"{name} switch")
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    offsets = []  # the effective offsets: ±gain, truncated to int, zero when switched off
+    for seed in range(300):
+        out = T.augment_hsv(img, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, augment_hsv_reference(img, np.random.default_rng(seed)))
+        g = np.random.default_rng(seed)
+        offsets.append((g.uniform(-1, 1, 3) * [5, 30, 30] * g.integers(0, 2, 3)).astype(np.int16))
+    offsets = np.array(offsets)
+    assert (np.abs(offsets) <= [4, 29, 29]).all() and abs(offsets.mean()) < 2
+
+
+def test_mixup_gives_the_official_pixels_and_boxes():
+    g = np.random.default_rng(0)
+    for seed in range(120):
+        th, tw = int(g.integers(32, 160)), int(g.integers(32, 160))
+        img = g.integers(0, 256, (th, tw, 3), dtype=np.uint8)
+        other = g.integers(0, 256, (int(g.integers(20, 240)), int(g.integers(20, 240)), 3), dtype=np.uint8)
+        targets = np.array([[1, 2, 20, 30, 0]], np.float32)
+        other_targets = np.array([[3, 4, 15, 18, 2], [0, 0, other.shape[1], other.shape[0], 1]], np.float32)
+        fast = T.mixup(img, targets, other, other_targets, np.random.default_rng(seed))
+        official = mixup_reference(img, targets, other, other_targets, np.random.default_rng(seed))
+        np.testing.assert_array_equal(fast[0], official[0], err_msg=f"case {seed}")
+        np.testing.assert_array_equal(fast[1], official[1], err_msg=f"case {seed}")
