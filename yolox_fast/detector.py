@@ -172,11 +172,12 @@ class Detector:
                                   img if keep_images else None, src))
         return out
 
-    def detect_frames(self, frames: Iterable[Frame], batch_size: int | None = None) -> Iterator[Frame | Detections]:
+    def detect_frames(self, frames: Iterable[Frame],
+                      batch_size: int | None = None) -> Iterator[tuple[Frame, Detections | None]]:
         """Batched detection over :class:`~yolox_fast.data.sources.Frame` items (read ahead in a thread).
 
-        Yields a :class:`Detections` per decoded frame (``source`` = the frame's label) and the
-        :class:`Frame` itself for one that failed to decode, in input order.
+        Yields ``(frame, detections)`` in input order; ``detections`` is None for a frame that could not
+        be decoded (``frame.error`` says why). ``detections.source`` is the frame's label.
         """
         batch_size = batch_size or self.batch_size
         pending: list[Frame] = []
@@ -184,7 +185,7 @@ class Detector:
             if frame.error is not None:
                 yield from self._flush(pending)
                 pending = []
-                yield frame
+                yield frame, None
                 continue
             pending.append(frame)
             if len(pending) >= batch_size:
@@ -192,8 +193,10 @@ class Detector:
                 pending = []
         yield from self._flush(pending)
 
-    def _flush(self, frames: list[Frame]) -> list[Detections]:
-        return self.detect([f.image for f in frames], [f.label for f in frames]) if frames else []
+    def _flush(self, frames: list[Frame]) -> list[tuple[Frame, Detections]]:
+        if not frames:
+            return []
+        return list(zip(frames, self.detect([f.image for f in frames], [f.label for f in frames]), strict=True))
 
     # -- convenience ------------------------------------------------------------------------------
 
@@ -223,18 +226,13 @@ class Detector:
         return self.detect([frame.image], [frame.label])[0]
 
     def _images(self, sources: list[Source]) -> list[Detections]:
-        results = []
-        for item in self.detect_frames(f for s in sources for f in read_frames(s)):
-            if isinstance(item, Frame):
-                raise ValueError(item.error)
-            results.append(item)
-        return results
+        return list(self._stream_sources(sources, self.batch_size))
 
-    def _stream_sources(self, sources: list[Source]) -> Iterator[Detections]:
-        for item in self.detect_frames((f for s in sources for f in read_frames(s)), batch_size=1):
-            if isinstance(item, Frame):
-                raise ValueError(item.error)
-            yield item
+    def _stream_sources(self, sources: list[Source], batch_size: int = 1) -> Iterator[Detections]:
+        for frame, result in self.detect_frames((f for s in sources for f in read_frames(s)), batch_size):
+            if result is None:
+                raise ValueError(frame.error)
+            yield result
 
     def _stream_arrays(self, frames: Iterable[np.ndarray]) -> Iterator[Detections]:
         for frame in frames:

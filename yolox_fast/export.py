@@ -6,7 +6,8 @@ By default the graph ends with the postprocess (official scoring, confidence thr
 NMS with the standard ``NonMaxSuppression`` operator) and fixed-size outputs ``num_dets [B]``,
 ``boxes [B, max_det, 4]`` (x1, y1, x2, y2 in input pixels), ``scores [B, max_det]``, ``labels [B, max_det]``.
 ``--nms none`` stops at the decoded prediction ``[B, A, 5 + C]``; adding ``--decode none`` gives the raw
-head output of the official exporter. For COCO evaluation export with ``--conf 0.01 --nms-thre 0.65``.
+head output of the official exporter. For COCO evaluation export with ``--conf 0.01 --nms-thre 0.65
+--max-det 1000`` (the official evaluation keeps every box after NMS).
 Exit status: 0 on success, 2 on bad usage or input, 1 when the export fails.
 """
 

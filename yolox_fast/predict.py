@@ -100,7 +100,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     import cv2
     import torch
 
-    from .data.sources import Frame, frame_count, read_frames, resolve_sources
+    from .data.sources import frame_count, read_frames, resolve_sources
     from .detector import Detector, resolve_device
 
     if args.threads:
@@ -136,43 +136,40 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             yield from read_frames(s)
 
     try:
-        for item in detector.detect_frames(frames()):
-            if isinstance(item, Frame):  # could not be read
-                failed.append(item.source.path)
-                message = f"skipped {item.source.path}: {item.error}"
+        for frame, item in detector.detect_frames(frames()):
+            if item is None:  # could not be read
+                failed.append(frame.source.path)
+                message = f"skipped {frame.source.path}: {frame.error}"
                 (bar.write(message, file=sys.stderr) if bar else print(message, file=sys.stderr, flush=True))
                 if bar:
                     bar.update(1)
                 continue
-            source_path, _, frame_no = item.source.rpartition("#") if "#" in item.source else (item.source, "", "")
-            kind = next(s.kind for s in sources if s.path == source_path or s.path == item.source)
-            out_name = names.get(source_path, os.path.basename(source_path) if kind != "camera"
-                                 else f"camera{source_path}.mp4")
+            source = frame.source
+            out_name = names.get(source.path, source.name if source.kind != "camera" else f"{source.name}.mp4")
             stem = os.path.splitext(out_name)[0]
-            image_stem = stem if kind == "image" else f"{stem}_{int(frame_no)}"
+            image_stem = stem if source.kind == "image" else f"{stem}_{frame.index}"
             n_images += 1
             n_dets += len(item)
             if not args.no_save:
                 drawn = item.plot()
-                if kind == "image":
-                    cv2.imwrite(os.path.join(run_dir, out_name), drawn)
+                if source.kind == "image":
+                    cv2.imwrite(_free_path(os.path.join(run_dir, out_name)), drawn)
                 else:
-                    writer = writers.get(source_path)
+                    writer = writers.get(source.path)
                     if writer is None:
-                        writer = _video_writer(os.path.join(run_dir, stem + ".mp4"), source_path, kind, drawn.shape)
-                        writers[source_path] = writer
+                        writer = _video_writer(_free_path(os.path.join(run_dir, stem + ".mp4")), source, drawn.shape)
+                        writers[source.path] = writer
                     writer.write(drawn)
             if args.save_txt:
-                with open(os.path.join(labels_dir, image_stem + ".txt"), "w") as f:
+                with open(_free_path(os.path.join(labels_dir, image_stem + ".txt")), "x") as f:
                     f.writelines(line + "\n" for line in item.to_yolo_lines(args.save_conf))
             if args.save_json:
                 image_id = int(image_stem) if image_stem.isdigit() else image_stem
                 json_results.extend(item.to_coco(image_id))
-            line = f"{item.source}: {item.summary()}"
             if bar is not None:
                 bar.update(1)
             else:
-                print(line, flush=True)
+                print(f"{item.source}: {item.summary()}", flush=True)
     finally:
         if bar is not None:
             bar.close()
@@ -180,7 +177,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             writer.release()
         if args.save_json:
             with open(os.path.join(run_dir, "predictions.json"), "w") as f:
-                json.dump(json_results, f)
+                json.dump(json_results, f)  # a new run folder: nothing to overwrite
     wall = time.perf_counter() - start
     print(f"{n_images} image{'s' if n_images != 1 else ''}, {n_dets} detections, "
           f"{1000 * wall / max(n_images, 1):.1f} ms per image; results in {run_dir}")
@@ -191,12 +188,22 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     return 0
 
 
-def _video_writer(path: str, source_path: str, kind: str, shape):
+def _free_path(path: str) -> str:
+    """``path``, or ``stem_2.ext``, ``stem_3.ext`` ... when a file of that name is already in the run folder."""
+    stem, ext = os.path.splitext(path)
+    k = 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{stem}_{k}{ext}"
+    return path
+
+
+def _video_writer(path: str, source, shape):
     import cv2
 
     fps = 30.0
-    if kind == "video":
-        cap = cv2.VideoCapture(source_path)
+    if source.kind == "video":
+        cap = cv2.VideoCapture(source.path)
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         cap.release()
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
