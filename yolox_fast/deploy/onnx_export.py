@@ -25,13 +25,14 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..ops import reference
 from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input
 
@@ -203,15 +204,5 @@ def export_onnx(
     onnx.checker.check_model(proto, full_check=True)
 
     data = proto.SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(Path(output), lambda f: f.write(data))  # an earlier file stays whole if anything fails
     return {**meta, "simplified": simplified}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..models.checkpoint import CheckpointError, load_checkpoint_file
-from .atomic import atomic_write
 
 FORMAT = "yolox_fast.train/1"
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "iteration", "config", "class_names")
