@@ -18,6 +18,38 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: The demo photos the deployment tests run on (``../shared/data/images/<name>.jpg``).
+DEMO_PHOTOS = ("dog", "horses", "kite")
+
+
+@pytest.fixture(scope="session")
+def nano_weights(shared_data) -> Path:
+    """Path of the official YOLOX-Nano checkpoint; skips the test when it is absent."""
+    path = shared_data / "weights" / "yolox_nano.pth"
+    if not path.is_file():
+        pytest.skip(f"official YOLOX-Nano weights not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_photos_416(shared_data):
+    """:data:`DEMO_PHOTOS` letterboxed to 416 as the model takes them: ``[3, 3, 416, 416]`` float32."""
+    import torch
+
+    from yolox_fast.data import preprocess, read_image
+
+    return torch.stack([preprocess(read_image(shared_data / "images" / f"{n}.jpg"), 416)[0] for n in DEMO_PHOTOS])
+
+
+@pytest.fixture(scope="session")
+def nano_demo_predictions(nano_model, demo_photos_416):
+    """The official YOLOX-Nano's decoded output on :func:`demo_photos_416`: ``[3, 3549, 85]``."""
+    import torch
+
+    with torch.no_grad():
+        return nano_model(demo_photos_416)
+
+
 @pytest.fixture(scope="session")
 def nano_model(shared_data):
     """The official YOLOX-Nano (80 COCO classes, ``weights/yolox_nano.pth``) in eval mode on the CPU.

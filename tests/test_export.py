@@ -13,13 +13,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from yolox_fast.data import preprocess, read_image
 from yolox_fast.deploy.onnx_export import METADATA_KEY, export_onnx
 from yolox_fast.deploy.onnx_postprocess import OUTPUT_NAMES, append_postprocess
 from yolox_fast.ops import postprocess_padded
 
-PHOTOS = ("dog", "horses", "kite")
-SIZE = 416
+SIZE = 416  # the size of conftest's demo_photos_416
 A416 = 3549  # anchors at 416
 
 
@@ -27,18 +25,6 @@ def session(path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-@pytest.fixture(scope="module")
-def photos(shared_data) -> torch.Tensor:
-    """The three shared photos letterboxed to 416: ``[3, 3, 416, 416]``."""
-    return torch.stack([preprocess(read_image(shared_data / "images" / f"{n}.jpg"), SIZE)[0] for n in PHOTOS])
-
-
-@pytest.fixture(scope="module")
-def predictions(nano_model, photos) -> torch.Tensor:
-    with torch.no_grad():
-        return nano_model(photos)
 
 
 def postprocess_graph(num_anchors: int, num_classes: int, **settings) -> ort.InferenceSession:
@@ -93,11 +79,11 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_postprocess_graph_equals_postprocess_padded(predictions, name):
+def test_postprocess_graph_equals_postprocess_padded(nano_demo_predictions, name):
     settings = SETTINGS[name]
     sess = postprocess_graph(A416, 80, **settings)
     for batch in (1, 3):
-        pred = predictions[:batch]
+        pred = nano_demo_predictions[:batch]
         got = sess.run(list(OUTPUT_NAMES), {"input": pred.numpy()})
         want = reference_outputs(pred, 80, **settings)
         assert got[1].shape == (batch, settings["max_det"], 4) and got[0].dtype == np.int64
@@ -144,7 +130,7 @@ def nms_onnx(nano_model, tmp_path_factory):
     return path, meta
 
 
-def test_exported_graph_equals_pytorch_at_batch_1_and_3(nms_onnx, photos, predictions):
+def test_exported_graph_equals_pytorch_at_batch_1_and_3(nms_onnx, demo_photos_416, nano_demo_predictions):
     path, meta = nms_onnx
     assert meta["simplified"]
     model = onnx.load(str(path))
@@ -157,41 +143,41 @@ def test_exported_graph_equals_pytorch_at_batch_1_and_3(nms_onnx, photos, predic
     assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
     assert sess.get_inputs()[0].shape[0] == "batch"
     for batch in (1, 3):
-        got = sess.run(list(OUTPUT_NAMES), {"images": photos[:batch].numpy()})
-        want = reference_outputs(predictions[:batch], 80, 0.05, 0.5, 100)
+        got = sess.run(list(OUTPUT_NAMES), {"images": demo_photos_416[:batch].numpy()})
+        want = reference_outputs(nano_demo_predictions[:batch], 80, 0.05, 0.5, 100)
         assert want[0].min() > 5
         # ONNX Runtime's convolutions round differently from PyTorch's (~1e-6): scores within 1e-5,
         # boxes within 1e-4 relative, order equal apart from (near) ties.
         assert_same_detections(got, want, box_rtol=1e-4, score_tol=1e-5)
 
 
-def test_prediction_export_and_official_raw_layout(nano_model, photos, predictions, tmp_path):
+def test_prediction_export_and_official_raw_layout(nano_model, demo_photos_416, nano_demo_predictions, tmp_path):
     decoded, raw = tmp_path / "pred.onnx", tmp_path / "raw.onnx"
     export_onnx(nano_model, decoded, SIZE, nms="none")
     export_onnx(nano_model, raw, SIZE, nms="none", decode=False, simplify=False)
-    out = session(decoded).run(None, {"images": photos.numpy()})[0]
-    np.testing.assert_allclose(out, predictions.numpy(), rtol=1e-4, atol=2e-3)  # pixels and scores
+    out = session(decoded).run(None, {"images": demo_photos_416.numpy()})[0]
+    np.testing.assert_allclose(out, nano_demo_predictions.numpy(), rtol=1e-4, atol=2e-3)  # pixels and scores
     nano_model.head.decode_in_inference = False
     try:
         with torch.no_grad():
-            official = nano_model(photos[:2])
+            official = nano_model(demo_photos_416[:2])
     finally:
         nano_model.head.decode_in_inference = True
-    out = session(raw).run(None, {"images": photos[:2].numpy()})[0]
+    out = session(raw).run(None, {"images": demo_photos_416[:2].numpy()})[0]
     np.testing.assert_allclose(out, official.numpy(), rtol=1e-4, atol=2e-3)
 
 
-def test_static_batch_export(nano_model, photos, tmp_path):
+def test_static_batch_export(nano_model, demo_photos_416, tmp_path):
     path = tmp_path / "static.onnx"
     export_onnx(nano_model, path, SIZE, static=True, batch_size=2)
     sess = session(path)
     assert sess.get_inputs()[0].shape == [2, 3, SIZE, SIZE]
     assert sess.get_outputs()[1].shape == [2, 100, 4]
     with pytest.raises(Exception, match="(?i)dimension|shape"):
-        sess.run(None, {"images": photos.numpy()})
+        sess.run(None, {"images": demo_photos_416.numpy()})
 
 
-def test_half_export_within_tolerance(nano_model, photos, tmp_path):
+def test_half_export_within_tolerance(nano_model, demo_photos_416, tmp_path):
     """fp16 network, float32 decode and outputs. Stated tolerance: the same detections above 0.3 (count
     within 1), each fp32 detection matched by a same-class fp16 one with IoU >= 0.9 and a score within 0.03."""
     full, half = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
@@ -200,10 +186,10 @@ def test_half_export_within_tolerance(nano_model, photos, tmp_path):
     assert half.stat().st_size < 0.7 * full.stat().st_size  # fp16 weights
     initializer_types = {t.data_type for t in onnx.load(str(half)).graph.initializer if len(t.dims) == 4}
     assert initializer_types == {onnx.TensorProto.FLOAT16}
-    a = session(full).run(list(OUTPUT_NAMES), {"images": photos.numpy()})
-    b = session(half).run(list(OUTPUT_NAMES), {"images": photos.numpy()})
+    a = session(full).run(list(OUTPUT_NAMES), {"images": demo_photos_416.numpy()})
+    b = session(half).run(list(OUTPUT_NAMES), {"images": demo_photos_416.numpy()})
     assert b[1].dtype == np.float32 and b[2].dtype == np.float32
-    for img in range(len(PHOTOS)):
+    for img in range(len(demo_photos_416)):
         n_a, n_b = int(a[0][img]), int(b[0][img])
         assert abs(n_a - n_b) <= 1 and n_a > 0
         for i in range(n_a):
@@ -267,24 +253,17 @@ def run_export(*args, cwd=None):
                           timeout=300, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def weights(shared_data):
-    path = shared_data / "weights" / "yolox_nano.pth"
-    if not path.is_file():
-        pytest.skip(f"official weights absent: {path}")
-    return path
-
-
-def test_cli_exports_with_class_names_in_metadata(weights, tmp_path):
+def test_cli_exports_with_class_names_in_metadata(nano_weights, tmp_path):
     out = tmp_path / "nano.onnx"
-    proc = run_export("--weights", weights, "--output", out, "--conf", "0.01", "--nms-thre", "0.65", "--no-simplify")
+    proc = run_export("--weights", nano_weights, "--output", out, "--conf", "0.01", "--nms-thre", "0.65",
+                      "--no-simplify")
     assert proc.returncode == 0, proc.stderr
     assert "yolox-nano" in proc.stdout and "416x416" in proc.stdout and "onnx.checker passed" in proc.stdout
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[METADATA_KEY])
     assert meta["class_names"][:3] == ["person", "bicycle", "car"] and meta["conf"] == 0.01
     # an existing output is not replaced without --overwrite
     before = out.read_bytes()
-    proc = run_export("--weights", weights, "--output", out)
+    proc = run_export("--weights", nano_weights, "--output", out)
     assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
 
@@ -298,17 +277,17 @@ def test_cli_exports_with_class_names_in_metadata(weights, tmp_path):
     (["--opset", "13"], "opset must be 17"),
     (["--max-det", "0"], "--max-det must be >= 1"),
 ])
-def test_cli_bad_input_exits_2(weights, tmp_path, args, message):
-    proc = run_export("--weights", weights, "--output", tmp_path / "m.onnx", *args)
+def test_cli_bad_input_exits_2(nano_weights, tmp_path, args, message):
+    proc = run_export("--weights", nano_weights, "--output", tmp_path / "m.onnx", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_cli_bad_files_exit_2(weights, tmp_path):
+def test_cli_bad_files_exit_2(nano_weights, tmp_path):
     proc = run_export("--weights", tmp_path / "missing.pth", "--output", tmp_path / "m.onnx")
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
-    proc = run_export("--weights", weights, "--output", tmp_path / "no" / "m.onnx")
+    proc = run_export("--weights", nano_weights, "--output", tmp_path / "no" / "m.onnx")
     assert proc.returncode == 2 and "output folder does not exist" in proc.stderr
-    proc = run_export("--weights", weights, "--output", weights)
+    proc = run_export("--weights", nano_weights, "--output", nano_weights)
     assert proc.returncode == 2 and "weights file itself" in proc.stderr

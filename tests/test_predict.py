@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import DEMO_PHOTOS
 
 from yolox_fast import Detector
 from yolox_fast.coco_classes import COCO_CLASSES
@@ -20,20 +21,10 @@ from yolox_fast.data import preprocess, read_image
 from yolox_fast.deploy.onnx_export import export_onnx
 from yolox_fast.ops import postprocess
 
-PHOTOS = ("dog", "horses", "kite")
-
 
 @pytest.fixture(scope="module")
-def weights(shared_data):
-    path = shared_data / "weights" / "yolox_nano.pth"
-    if not path.is_file():
-        pytest.skip(f"official weights absent: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def detector(weights):
-    return Detector(weights, img_size=320, conf=0.3, device="cpu", batch_size=2)
+def detector(nano_weights):
+    return Detector(nano_weights, img_size=320, conf=0.3, device="cpu", batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +83,7 @@ def test_detector_streams_one_frame_at_a_time(detector, shared_data):
     consumed = []
 
     def frames():
-        for name in PHOTOS:
+        for name in DEMO_PHOTOS:
             consumed.append(name)
             yield read_image(photo(shared_data, name))
 
@@ -102,13 +93,13 @@ def test_detector_streams_one_frame_at_a_time(detector, shared_data):
     assert len(list(stream)) == 2
 
 
-def test_detector_errors(weights, shared_data, tmp_path):
+def test_detector_errors(nano_weights, shared_data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            Detector(weights, device="cuda")
+            Detector(nano_weights, device="cuda")
     with pytest.raises(ValueError, match="multiple of 32"):
-        Detector(weights, img_size=300)
-    detector = Detector(weights, img_size=320)
+        Detector(nano_weights, img_size=300)
+    detector = Detector(nano_weights, img_size=320)
     with pytest.raises(ValueError, match="BGR uint8 image"):
         detector(np.zeros((10, 10), np.uint8))
     with pytest.raises(FileNotFoundError, match="input not found"):
@@ -134,7 +125,7 @@ def digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file() and "runs" not in p.relative_to(folder).parts}
 
 
-def test_predict_images_folders_globs(weights, shared_data, tmp_path):
+def test_predict_images_folders_globs(nano_weights, shared_data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
@@ -144,7 +135,7 @@ def test_predict_images_folders_globs(weights, shared_data, tmp_path):
     (b / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     inputs = digest(tmp_path)
     project = tmp_path / "runs"
-    proc = predict(a / "dog.jpg", a, str(b / "*.jpg"), "--weights", weights, "--img-size", "320",
+    proc = predict(a / "dog.jpg", a, str(b / "*.jpg"), "--weights", nano_weights, "--img-size", "320",
                    "--project", project, "--save-txt", "--save-conf", "--save-json", "--batch-size", "2",
                    "--no-progress")
     # the broken file is reported, the others are processed, and the exit status says something failed
@@ -164,7 +155,8 @@ def test_predict_images_folders_globs(weights, shared_data, tmp_path):
     assert digest(tmp_path) == inputs and len(inputs) == 4  # inputs untouched
     # a second run never touches the first: it gets exp2
     before = digest(run)
-    proc = predict(a / "kite.jpg", "--weights", weights, "--img-size", "320", "--project", project, "--no-progress")
+    proc = predict(a / "kite.jpg", "--weights", nano_weights, "--img-size", "320", "--project", project,
+                   "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert (project / "exp2" / "kite.jpg").is_file() and digest(run) == before
 
@@ -173,7 +165,7 @@ def test_predict_video_with_onnx(onnx_path, shared_data, tmp_path):
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (320, 240))
     assert writer.isOpened()
-    for name in (*PHOTOS, "dog"):
+    for name in (*DEMO_PHOTOS, "dog"):
         writer.write(cv2.resize(read_image(photo(shared_data, name)), (320, 240)))
     writer.release()
     proc = predict(video, "--onnx", onnx_path, "--project", tmp_path / "runs", "--save-txt")
@@ -194,16 +186,16 @@ def test_predict_video_with_onnx(onnx_path, shared_data, tmp_path):
     (["--img-size", "100"], "multiple of 32"),
     (["--conf", "2"], "--conf must be in [0, 1]"),
 ])
-def test_predict_bad_usage_exits_2(weights, shared_data, tmp_path, args, message):
+def test_predict_bad_usage_exits_2(nano_weights, shared_data, tmp_path, args, message):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = predict(photo(shared_data, "dog"), "--weights", weights, "--project", tmp_path, *args)
+    proc = predict(photo(shared_data, "dog"), "--weights", nano_weights, "--project", tmp_path, *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "exp").exists()
 
 
-def test_predict_missing_input_exits_2(weights, tmp_path):
-    proc = predict(tmp_path / "none.jpg", "--weights", weights, "--project", tmp_path)
+def test_predict_missing_input_exits_2(nano_weights, tmp_path):
+    proc = predict(tmp_path / "none.jpg", "--weights", nano_weights, "--project", tmp_path)
     assert proc.returncode == 2 and "input not found" in proc.stderr
-    proc = predict(str(tmp_path / "*.png"), "--weights", weights, "--project", tmp_path)
+    proc = predict(str(tmp_path / "*.png"), "--weights", nano_weights, "--project", tmp_path)
     assert proc.returncode == 2 and "no files match" in proc.stderr

@@ -9,23 +9,10 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
-from test_export import PHOTOS, SIZE, assert_same_detections, reference_outputs
+from test_export import SIZE, assert_same_detections, reference_outputs
 
-from yolox_fast.data import preprocess, read_image
 from yolox_fast.deploy.onnx_export import export_onnx
 from yolox_fast.runtime import OnnxModel
-
-
-@pytest.fixture(scope="module")
-def photos(shared_data) -> torch.Tensor:
-    return torch.stack([preprocess(read_image(shared_data / "images" / f"{n}.jpg"), SIZE)[0] for n in PHOTOS])
-
-
-@pytest.fixture(scope="module")
-def predictions(nano_model, photos) -> torch.Tensor:
-    with torch.no_grad():
-        return nano_model(photos)
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +27,20 @@ def exported(nano_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("form", ["nms", "pred", "raw"])
-def test_runtime_detections_equal_pytorch(exported, form, photos, predictions):
+def test_runtime_detections_equal_pytorch(exported, form, demo_photos_416, nano_demo_predictions):
     model = OnnxModel(exported[form], device="cpu")
     assert model.has_nms == (form == "nms") and model.img_size == (SIZE, SIZE) and model.class_names[0] == "0"
-    found = model.detect(photos.numpy(), conf=0.05, nms=0.5, max_det=100)
-    want = reference_outputs(predictions, 80, 0.05, 0.5, 100)
+    found = model.detect(demo_photos_416.numpy(), conf=0.05, nms=0.5, max_det=100)
+    want = reference_outputs(nano_demo_predictions, 80, 0.05, 0.5, 100)
     assert_same_detections((found.counts, found.boxes, found.scores, found.labels), want, box_rtol=1e-4,
                            score_tol=1e-5)
 
 
-def test_higher_conf_filters_the_nms_graph_exactly(exported, photos):
+def test_higher_conf_filters_the_nms_graph_exactly(exported, demo_photos_416):
     model = OnnxModel(exported["nms"])
-    low = model.detect(photos.numpy())
-    high = model.detect(photos.numpy(), conf=0.4)
-    for b in range(len(PHOTOS)):
+    low = model.detect(demo_photos_416.numpy())
+    high = model.detect(demo_photos_416.numpy(), conf=0.4)
+    for b in range(len(demo_photos_416)):
         keep = low.scores[b, : low.counts[b]] >= 0.4
         n = int(high.counts[b])
         assert 0 < n == keep.sum() < low.counts[b]
@@ -72,11 +59,11 @@ def test_baked_settings_are_enforced(exported):
     model.check_settings(0.3, 0.5, False)
 
 
-def test_static_batch_runs_in_chunks(nano_model, photos, predictions, tmp_path):
+def test_static_batch_runs_in_chunks(nano_model, demo_photos_416, nano_demo_predictions, tmp_path):
     path = tmp_path / "static.onnx"
     export_onnx(nano_model, path, SIZE, static=True, batch_size=2, conf=0.05, nms_thre=0.5)
-    found = OnnxModel(path).detect(photos.numpy())  # 3 images: chunks of 2, the last one padded
-    want = reference_outputs(predictions, 80, 0.05, 0.5, 100)
+    found = OnnxModel(path).detect(demo_photos_416.numpy())  # 3 images: chunks of 2, the last one padded
+    want = reference_outputs(nano_demo_predictions, 80, 0.05, 0.5, 100)
     assert_same_detections((found.counts, found.boxes, found.scores, found.labels), want, 1e-4, 1e-5)
 
 
