@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.test_engine_trainer import TinyBoxes, one_thread, tiny_config  # noqa: F401 (one_thread: autouse fixture)
-from yolox_fast.engine.trainer import Trainer, choose_amp_dtype
+from yolox_fast.engine.trainer import Trainer, choose_amp_dtype, trim_label_padding
 from yolox_fast.models.layout import use_channels_last
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -135,3 +135,14 @@ def test_compile_flag_compiles_the_model_in_place(tmp_path):
         assert "backbone.backbone.stem.conv.conv.weight" in trainer.model.state_dict()  # names unchanged
     finally:
         trainer.close()
+
+
+def test_trim_label_padding_keeps_every_real_row():
+    labels = torch.zeros(3, 120, 5)
+    labels[0, :5] = 1.0
+    labels[2, 37] = torch.tensor([0.0, 10.0, 10.0, 4.0, 4.0])  # class 0 and a gap before it: still kept
+    trimmed = trim_label_padding(labels)
+    assert trimmed.shape == (3, 48, 5) and torch.equal(trimmed, labels[:, :48])
+    assert trim_label_padding(torch.zeros(2, 120, 5)).shape == (2, 16, 5)
+    small = torch.ones(2, 10, 5)
+    assert trim_label_padding(small) is small

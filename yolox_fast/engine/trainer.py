@@ -82,6 +82,22 @@ def resize_batch(
     return images, labels
 
 
+def trim_label_padding(labels: torch.Tensor, multiple: int = 16) -> torch.Tensor:
+    """``labels [B, N, 5]`` cut after the last non-zero row of any image, rounded up to ``multiple`` rows.
+
+    The loaders pad every image to ``max_labels`` (120) rows; a mosaic of COCO rarely holds more than 30
+    boxes. The assigner's and the loss's work grows with the padded count, so the training step trims it on
+    the CPU copy, where reading it costs no device sync. Rounding keeps the number of distinct shapes small
+    (one compiled graph each under ``--compile``). Padding rows stay zero; nothing real is cut.
+    """
+    if labels.dim() != 3 or labels.shape[1] <= multiple:
+        return labels
+    used = labels.abs().sum(-1) > 0  # [B, N]
+    rows = torch.arange(1, labels.shape[1] + 1).mul(used).max() if used.any() else torch.tensor(0)
+    keep = min(labels.shape[1], max(multiple, -(-int(rows) // multiple) * multiple))
+    return labels[:, :keep]
+
+
 def choose_amp_dtype(setting: str, device: torch.device) -> torch.dtype:
     """The autocast dtype for ``setting`` (``auto``, ``bf16``, ``fp16``) on a CUDA ``device``.
 
@@ -374,6 +390,8 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict."""
         # uint8 crosses to the device (4x less than float32); the conversion runs there, keeping the layout.
+        if labels.device.type == "cpu":
+            labels = trim_label_padding(labels)
         images = images.to(self.device, non_blocking=True).float()
         labels = labels.to(self.device, non_blocking=True).float()
         images, labels = resize_batch(images, labels, self.input_size)
