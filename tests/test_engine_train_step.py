@@ -89,10 +89,30 @@ def test_bad_speed_settings_name_themselves(tmp_path):
         tiny_config(tmp_path, amp_dtype="fp8")
 
 
-def test_amp_dtype_choice():
-    assert choose_amp_dtype("fp16", torch.device("cpu")) == torch.float16
-    with pytest.raises(ValueError, match="does not support bfloat16"):
-        choose_amp_dtype("bf16", torch.device("cpu"))
+def test_amp_dtype_choice_on_the_cpu():
+    with pytest.raises(ValueError, match="bf16 only"):
+        choose_amp_dtype("fp16", torch.device("cpu"))
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert choose_amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    else:
+        with pytest.raises(ValueError, match="no bfloat16 instructions"):
+            choose_amp_dtype("bf16", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions")
+def test_cpu_bf16_amp_is_opt_in_and_trains(tmp_path):
+    default = _trainer(tmp_path / "fp32")
+    bf16 = _trainer(tmp_path / "bf16", amp_dtype="bf16")
+    try:
+        assert not default.use_amp and bf16.use_amp and bf16.amp_dtype == torch.bfloat16
+        assert not bf16.scaler.is_enabled()  # bf16 needs no loss scaling
+        images, labels, _ = next(iter(default.loader))
+        want = float(default.train_step(images, labels)["total_loss"].detach())
+        got = float(bf16.train_step(images, labels)["total_loss"].detach())
+        assert got == pytest.approx(want, rel=0.05)  # bf16 keeps 8 bits of mantissa: close, not equal
+    finally:
+        default.close()
+        bf16.close()
 
 
 @pytest.mark.gpu
