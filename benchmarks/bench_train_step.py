@@ -10,7 +10,8 @@ conversion, forward with the loss, backward, SGD step, EMA update). Providers si
 * ``fast``: the trainer's defaults: uint8 batches in the layout chosen for the device
   (``models/layout.py``: channels_last on the CPU), the batched assigner op, the fixed-shape loss;
 * ``model-only-<layout>``: the same model's forward, backward and SGD step with a trivial loss (the
-  floor for a step in that layout; the fast step should be within 5% of ``model-only-channels_last``).
+  floor for a step in that layout; the fast step should be within 5% of ``model-only-channels_last``);
+* ``fast-bf16``: the fast step with the CPU's opt-in bf16 AMP (``--amp-dtype bf16``; not the default).
 
 ``extra_info`` holds the milliseconds per step and, for the two real steps, the share of each stage
 (input transfer and conversion, model forward, assignment, loss, backward, optimiser step and EMA)
@@ -107,10 +108,12 @@ def make_batches(model: str, size: int, batch: int, channels_last: bool):
             for b in range(NUM_BATCHES)]
 
 
-def make_trainer(model: str, size: int, batch: int, tmp_path, device: str, official: bool, amp: bool = False):
+def make_trainer(model: str, size: int, batch: int, tmp_path, device: str, official: bool, amp: bool = False,
+                 amp_dtype: str = "auto"):
     weights = WEIGHTS.get(model)
     cfg = TrainConfig(model=model, img_size=size, batch_size=batch, epochs=300, multiscale=False, workers=0,
                       device=device, output_dir=str(tmp_path), progress=False, tensorboard=False, amp=amp,
+                      amp_dtype=amp_dtype,
                       weights=str(weights) if weights is not None and weights.is_file() else None,
                       channels_last="off" if official else "auto",
                       assigner_backend="reference" if official else None, lr_per_image=0.01 / 64).resolved()
@@ -183,8 +186,11 @@ def model_only_step(trainer: Trainer):
 
 def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_path, device="cpu", amp=False):
     official = provider == "official-style"
+    group = f"train-step {model} {size} b{batch} {device}{' amp' if amp else ''}"
+    if provider == "fast-bf16":  # the CPU's opt-in AMP
+        amp = True
     trainer = make_trainer(model, size, batch, tmp_path, device, official or provider == "model-only-contiguous",
-                           amp)
+                           amp, "bf16" if provider == "fast-bf16" else "auto")
     if provider == "model-only-channels_last":
         trainer.model.set_channels_last(True)
     fast_layout = trainer.model.channels_last
@@ -205,7 +211,6 @@ def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_
     benchmark.pedantic(step, rounds=ROUNDS, iterations=1)
     trainer.close()
     median = benchmark.stats.stats.median
-    group = f"train-step {model} {size} b{batch} {device}{' amp' if amp else ''}"
     _RESULTS.setdefault(group, {})[provider] = median
     total = sum(stages.values()) or 1.0
     record_env(device)
@@ -217,14 +222,17 @@ def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_
     })
 
 
+CPU_PROVIDERS = ["official-style", "fast", "model-only-contiguous", "model-only-channels_last", "fast-bf16"]
+
+
 @pytest.mark.benchmark(group="train-step yolox-nano 416 b8 cpu")
-@pytest.mark.parametrize("provider", ["official-style", "fast", "model-only-contiguous", "model-only-channels_last"])
+@pytest.mark.parametrize("provider", CPU_PROVIDERS)
 def test_train_step_nano(benchmark, record_env, provider, tmp_path):
     run_step_benchmark(benchmark, record_env, provider, "yolox-nano", *CPU_CASES["yolox-nano"], tmp_path)
 
 
 @pytest.mark.benchmark(group="train-step yolox-s 640 b4 cpu")
-@pytest.mark.parametrize("provider", ["official-style", "fast", "model-only-contiguous", "model-only-channels_last"])
+@pytest.mark.parametrize("provider", CPU_PROVIDERS)
 def test_train_step_s(benchmark, record_env, provider, tmp_path):
     run_step_benchmark(benchmark, record_env, provider, "yolox-s", *CPU_CASES["yolox-s"], tmp_path)
 
@@ -307,8 +315,9 @@ def print_summary(request):
     for group, res in _RESULTS.items():
         if group.startswith("train-step"):
             lines.append(f"  {group}: " + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in res.items()))
-            if "official-style" in res and "fast" in res:
-                lines.append(f"    fast vs official-style: {res['official-style'] / res['fast']:.2f}x")
+            for fast in ("fast", "fast-bf16"):
+                if "official-style" in res and fast in res:
+                    lines.append(f"    {fast} vs official-style: {res['official-style'] / res[fast]:.2f}x")
             for layout in ("channels_last", "contiguous"):
                 if "fast" in res and f"model-only-{layout}" in res:
                     overhead = res["fast"] / res[f"model-only-{layout}"] - 1
