@@ -1,11 +1,36 @@
-"""Training-step benchmark on the CPU: yolox-nano, 416 x 416, batch 8, real coco128 images with mosaic.
+"""Training-step and data-pipeline benchmarks: the official-style step and pipeline against the fast ones.
 
-One step = :meth:`yolox_fast.engine.Trainer.train_step` (forward with the loss, backward, SGD step, EMA
-update); augmentation is done beforehand and timed apart. The model's assigner is wrapped to time its
-``assign`` calls, giving the share of the step spent in label assignment. Two providers side by side:
-the default assigner (best available backend) and the per-image reference.
+Train-step groups (CPU; yolox-nano 416 batch 8 from the official weights, yolox-s 640 batch 4 from random
+init; seeded mosaic batches of coco128). One step = :meth:`yolox_fast.engine.Trainer.train_step` (input
+conversion, forward with the loss, backward, SGD step, EMA update). Providers side by side:
 
-    pytest benchmarks/bench_train_step.py --benchmark-only
+* ``official-style``: the official algorithm as the official code runs it: float32 contiguous (NCHW)
+  batches and model, and the per-image loss of :func:`yolox_fast.ops.reference.yolox_loss` (SimOTA
+  image by image with the reference assigner, boolean-indexed loss terms);
+* ``fast``: the trainer's defaults: uint8 batches in the layout chosen for the device
+  (``models/layout.py``: channels_last on the CPU), the batched assigner op, the fixed-shape loss;
+* ``model-only-<layout>``: the same model's forward, backward and SGD step with a trivial loss (the
+  floor for a step in that layout; the fast step should be within 5% of ``model-only-channels_last``);
+* ``fast-bf16``: the fast step with the CPU's opt-in bf16 AMP (``--amp-dtype bf16``; not the default).
+
+``extra_info`` holds the milliseconds per step and, for the two real steps, the share of each stage
+(input transfer and conversion, model forward, assignment, loss, backward, optimiser step and EMA)
+from one instrumented step. A summary with the ratios is printed at the end of the run.
+
+Data-pipeline group (CPU, one process, yolox-s settings at 640: mosaic, mixup, HSV, flip, affine; items
+collated in batches of 8): items per second of ``official-style`` (the official order of operations:
+official mixup and HSV arithmetic from :mod:`yolox_fast.data.reference`, float32 CHW items, float
+stacking) and of the fast :class:`yolox_fast.data.TrainAugmentDataset`, each without and with the RAM cache.
+
+The GPU group (``-m gpu``; yolox-s 640 batch 16, AMP) compares the official-style and fast steps and
+reports images per second and the stage shares.
+
+    pytest benchmarks/bench_train_step.py --benchmark-only                 # CPU groups
+    pytest benchmarks/bench_train_step.py --benchmark-only -m gpu          # GPU group
+
+On a machine shared with other jobs, wall times of multi-threaded steps are meaningless (OpenMP threads
+wait for busy cores); the CPU work of one thread is the stable figure:
+``OMP_NUM_THREADS=1 pytest benchmarks/bench_train_step.py --benchmark-only --benchmark-timer time.process_time``.
 """
 
 from __future__ import annotations
@@ -13,86 +38,298 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from yolox_fast import SimOTAAssigner
 from yolox_fast.engine.config import TrainConfig
 from yolox_fast.engine.trainer import Trainer
-from yolox_fast.ops import backends
+from yolox_fast.ops import reference
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO128 = DATA / "coco128"
-WEIGHTS = DATA / "weights" / "yolox_nano_calib.pth"
-BATCH, SIZE, NUM_BATCHES, ROUNDS = 8, 416, 3, 5
+WEIGHTS = {"yolox-nano": DATA / "weights" / "yolox_nano_calib.pth"}
+CPU_CASES = {"yolox-nano": (416, 8), "yolox-s": (640, 4)}
+GPU_CASE = ("yolox-s", 640, 16)
+NUM_BATCHES, ROUNDS = 2, 3
+DATA_ITEMS, DATA_BATCH = 16, 8
 
 pytestmark = pytest.mark.skipif(not (COCO128 / "annotations" / "instances_train2017.json").is_file(),
                                 reason=f"coco128 not found under {COCO128}")
 
+_RESULTS: dict[str, dict[str, float]] = {}  # group -> provider -> seconds per step (median) or items/s
+
+
+class OfficialStyleLoss(torch.nn.Module):
+    """The official per-image loss (reference SimOTA image by image, boolean-indexed terms)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.use_l1 = False
+
+    def forward(self, raw, grids, strides, labels):
+        return reference.yolox_loss(raw, grids, strides, labels, self.num_classes, self.use_l1)
+
 
 class TimedAssigner:
-    """Forwards to an assigner and adds up the wall time of its ``assign`` calls."""
+    """Forwards to an assigner and adds up the wall time of its ``assign`` calls (synchronising on CUDA)."""
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.seconds = 0.0
-        self.calls = 0
+    def __init__(self, inner, sync):
+        self.inner, self.sync, self.seconds = inner, sync, 0.0
 
     def assign(self, *args, **kwargs):
+        self.sync()
         start = time.perf_counter()
         result = self.inner.assign(*args, **kwargs)
+        self.sync()
         self.seconds += time.perf_counter() - start
-        self.calls += 1
         return result
 
 
-@pytest.fixture(scope="module")
-def batches():
-    """``NUM_BATCHES`` mosaic batches of coco128 (augmentation timed here, not in the step)."""
-    from yolox_fast.data import COCODetection, TrainAugmentDataset, collate
+def _sync_for(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    dataset = COCODetection(COCO128 / "train2017", COCO128 / "annotations" / "instances_train2017.json")
-    augmented = TrainAugmentDataset(dataset, input_size=(SIZE, SIZE), mosaic_prob=1.0, mixup_prob=0.0,
+
+def coco128_base(cache: bool = False):
+    from yolox_fast.data import COCODetection
+
+    return COCODetection(COCO128 / "train2017", COCO128 / "annotations" / "instances_train2017.json",
+                         cache_images=cache)
+
+
+def make_batches(model: str, size: int, batch: int, channels_last: bool):
+    """``NUM_BATCHES`` seeded mosaic batches: uint8 in the given layout, as the fast loader hands them."""
+    from yolox_fast.data import TrainAugmentDataset, collate
+
+    augmented = TrainAugmentDataset(coco128_base(), input_size=size, mosaic_prob=1.0, mixup_prob=0.0,
                                     mosaic_scale=(0.5, 1.5), seed=0)
-    start = time.perf_counter()
-    out = [collate([augmented[b * BATCH + i] for i in range(BATCH)])[:2] for b in range(NUM_BATCHES)]
-    augment_s = (time.perf_counter() - start) / NUM_BATCHES
-    return out, augment_s, augmented
+    return [collate([augmented[b * batch + i] for i in range(batch)], channels_last=channels_last)[:2]
+            for b in range(NUM_BATCHES)]
+
+
+def make_trainer(model: str, size: int, batch: int, tmp_path, device: str, official: bool, amp: bool = False,
+                 amp_dtype: str = "auto"):
+    weights = WEIGHTS.get(model)
+    cfg = TrainConfig(model=model, img_size=size, batch_size=batch, epochs=300, multiscale=False, workers=0,
+                      device=device, output_dir=str(tmp_path), progress=False, tensorboard=False, amp=amp,
+                      amp_dtype=amp_dtype,
+                      weights=str(weights) if weights is not None and weights.is_file() else None,
+                      channels_last="off" if official else "auto",
+                      assigner_backend="reference" if official else None, lr_per_image=0.01 / 64).resolved()
+    from yolox_fast.data import TrainAugmentDataset
+
+    trainer = Trainer(cfg, TrainAugmentDataset(coco128_base(), input_size=size, seed=0), [str(i) for i in range(80)])
+    trainer.iteration = 10_000  # past the warm-up: a realistic learning rate
+    if official:
+        trainer.model.head.loss = OfficialStyleLoss(80)
+    return trainer
+
+
+def stage_times(trainer: Trainer, images, labels) -> dict[str, float]:
+    """One step cut into stages (synchronised on CUDA), in seconds; the same work as ``train_step``."""
+    sync = _sync_for(trainer.device)
+    model, head = trainer.model, trainer.model.head
+    timed = TimedAssigner(getattr(head.loss, "assigner", None), sync)
+    if timed.inner is not None:
+        head.loss.assigner = timed
+    marks: list[float] = []
+
+    def mark():
+        sync()
+        marks.append(time.perf_counter())
+
+    sync()
+    marks = [time.perf_counter()]
+    images = images.to(trainer.device, non_blocking=True).float()
+    labels = labels.to(trainer.device, non_blocking=True).float()
+    images = images.contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)
+    mark()
+    with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.use_amp):
+        raw, sizes = head.forward_raw(model.backbone(images))
+        mark()
+        grids, strides = head.grids(sizes, raw.device)
+        losses = head.loss(raw, grids, strides, labels)
+    mark()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(losses["total_loss"]).backward()
+    mark()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    if trainer.ema is not None:
+        trainer.ema.update(model)
+    mark()
+    if timed.inner is not None:
+        head.loss.assigner = timed.inner
+    d = np.diff(marks)
+    return {"input": d[0], "forward": d[1], "assignment": timed.seconds, "loss": d[2] - timed.seconds,
+            "backward": d[3], "optimizer+ema": d[4]}
+
+
+def model_only_step(trainer: Trainer):
+    """Forward, backward and SGD step of the trainer's model with a trivial loss (no assignment, no EMA)."""
+    model, head = trainer.model, trainer.model.head
+    layout = torch.channels_last if model.channels_last else torch.contiguous_format
+
+    def step(images, labels):
+        images = images.to(trainer.device, non_blocking=True).float().contiguous(memory_format=layout)
+        with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.use_amp):
+            raw, _ = head.forward_raw(model.backbone(images))
+            loss = raw.float().square().mean()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss).backward()
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+
+    return step
+
+
+def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_path, device="cpu", amp=False):
+    official = provider == "official-style"
+    group = f"train-step {model} {size} b{batch} {device}{' amp' if amp else ''}"
+    if provider == "fast-bf16":  # the CPU's opt-in AMP
+        amp = True
+    trainer = make_trainer(model, size, batch, tmp_path, device, official or provider == "model-only-contiguous",
+                           amp, "bf16" if provider == "fast-bf16" else "auto")
+    if provider == "model-only-channels_last":
+        trainer.model.set_channels_last(True)
+    fast_layout = trainer.model.channels_last
+    batches = make_batches(model, size, batch, channels_last=fast_layout)
+    if official:  # what the official loader hands over: float32, contiguous
+        batches = [(images.float().contiguous(), labels) for images, labels in batches]
+    step_fn = model_only_step(trainer) if provider.startswith("model-only") else trainer.train_step
+    counter = iter(range(10**9))
+    sync = _sync_for(trainer.device)
+
+    def step():
+        images, labels = batches[next(counter) % NUM_BATCHES]
+        step_fn(images, labels)
+        sync()
+
+    step()  # warm-up: first-call allocations, oneDNN primitive creation, cuDNN autotuning
+    stages = {} if provider.startswith("model-only") else stage_times(trainer, *batches[0])
+    benchmark.pedantic(step, rounds=ROUNDS, iterations=1)
+    trainer.close()
+    median = benchmark.stats.stats.median
+    _RESULTS.setdefault(group, {})[provider] = median
+    total = sum(stages.values()) or 1.0
+    record_env(device)
+    benchmark.extra_info.update({
+        "step_ms": 1000 * median, "images_per_s": batch / median, "batch": batch, "input": size,
+        "layout": "channels_last" if trainer.model.channels_last else "contiguous",
+        "weights": "official" if WEIGHTS.get(model, Path("-")).is_file() else "random init",
+        **{f"share_{k}": v / total for k, v in stages.items()},
+    })
+
+
+CPU_PROVIDERS = ["official-style", "fast", "model-only-contiguous", "model-only-channels_last", "fast-bf16"]
 
 
 @pytest.mark.benchmark(group="train-step yolox-nano 416 b8 cpu")
-@pytest.mark.parametrize("assigner", ["default", "reference"])
-def test_train_step(benchmark, record_env, batches, assigner, tmp_path):
-    data, augment_s, augmented = batches
-    cfg = TrainConfig(model="yolox-nano", img_size=SIZE, batch_size=BATCH, epochs=300, multiscale=False,
-                      workers=0, device="cpu", output_dir=str(tmp_path), progress=False, tensorboard=False,
-                      weights=str(WEIGHTS) if WEIGHTS.is_file() else None, lr_per_image=0.01 / 64).resolved()
-    trainer = Trainer(cfg, augmented, [str(i) for i in range(80)])
-    trainer.iteration = 10_000  # past the warm-up: a realistic learning rate
-    backend = None if assigner == "default" else "reference"
-    timed = TimedAssigner(SimOTAAssigner(80, backend=backend))
-    trainer.model.head.loss.assigner = timed
-    step_index = iter(range(10**9))
+@pytest.mark.parametrize("provider", CPU_PROVIDERS)
+def test_train_step_nano(benchmark, record_env, provider, tmp_path):
+    run_step_benchmark(benchmark, record_env, provider, "yolox-nano", *CPU_CASES["yolox-nano"], tmp_path)
 
-    def step():
-        images, labels = data[next(step_index) % NUM_BATCHES]
-        trainer.train_step(images, labels)
 
-    step()  # warm-up (first-call allocations, oneDNN primitive creation)
-    timed.seconds, timed.calls = 0.0, 0
-    start = time.perf_counter()
-    benchmark.pedantic(step, rounds=ROUNDS, iterations=1)
-    total = time.perf_counter() - start
-    trainer.close()
-    gts = [int((labels.abs().sum(-1) > 0).sum()) / BATCH for _, labels in data]
+@pytest.mark.benchmark(group="train-step yolox-s 640 b4 cpu")
+@pytest.mark.parametrize("provider", CPU_PROVIDERS)
+def test_train_step_s(benchmark, record_env, provider, tmp_path):
+    run_step_benchmark(benchmark, record_env, provider, "yolox-s", *CPU_CASES["yolox-s"], tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.benchmark(group="train-step yolox-s 640 b16 cuda amp")
+@pytest.mark.parametrize("provider", ["official-style", "fast", "model-only-contiguous", "model-only-channels_last"])
+def test_train_step_gpu(benchmark, record_env, provider, tmp_path):
+    model, size, batch = GPU_CASE
+    run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_path, device="cuda", amp=True)
+
+
+# -- data pipeline ----------------------------------------------------------------------------------------
+def official_style_item(aug, index: int):
+    """One item the official way: the official mixup and HSV arithmetic, float32 CHW output."""
+    from yolox_fast.data import transforms as T
+    from yolox_fast.data.reference import augment_hsv_reference, mixup_reference, to_network_input_reference
+
+    rng, size, dataset = aug.rng(index), aug.input_size, aug.dataset
+    if rng.random() < aug.mosaic_prob:
+        tiles = []
+        for k in [index, *rng.integers(0, len(dataset), 3).tolist()]:
+            img, targets, _ = dataset.load(k)
+            tiles.append(T.resize_to_fit(img, targets, size))
+        canvas, targets = T.mosaic(tiles, rng, size)
+        img, targets = T.random_affine(canvas, targets, rng, size, aug.degrees, aug.translate, aug.mosaic_scale,
+                                       aug.shear)
+        if len(targets) and rng.random() < aug.mixup_prob:
+            other_img, other_targets, _ = dataset.load(int(aug._with_boxes[rng.integers(len(aug._with_boxes))]))
+            img, targets = mixup_reference(img, targets, other_img, other_targets, rng, aug.mixup_scale)
+    else:
+        img, targets, _ = dataset.load(index)
+        img, targets = T.resize_to_fit(img, targets, size)
+    if len(targets) and rng.random() < aug.hsv_prob:
+        img = augment_hsv_reference(img, rng)
+    canvas, labels = T.train_transform(img, targets, rng, size, 0.0, aug.flip_prob, aug.max_labels)
+    return torch.from_numpy(to_network_input_reference(canvas)), torch.from_numpy(labels), 0
+
+
+@pytest.mark.benchmark(group="data-pipeline 640 yolox-s settings cpu (one process)")
+@pytest.mark.parametrize("cache", [False, True], ids=["decode", "ram-cache"])
+@pytest.mark.parametrize("provider", ["official-style", "fast"])
+def test_data_pipeline(benchmark, record_env, provider, cache):
+    from yolox_fast.data import TrainAugmentDataset, collate
+
+    aug = TrainAugmentDataset(coco128_base(cache), input_size=640, mosaic_prob=1.0, mixup_prob=1.0, seed=0)
+    counter = iter(range(10**9))
+    if provider == "fast":
+        def batch():
+            start = next(counter) * DATA_BATCH
+            collate([aug[(start + i) % len(aug)] for i in range(DATA_BATCH)])
+    else:
+        def batch():
+            start = next(counter) * DATA_BATCH
+            torch.stack([official_style_item(aug, (start + i) % len(aug))[0] for i in range(DATA_BATCH)])
+
+    def run():
+        for _ in range(DATA_ITEMS // DATA_BATCH):
+            batch()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker process
+    try:
+        run()  # warm-up
+        benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    items_per_s = DATA_ITEMS / benchmark.stats.stats.median
+    _RESULTS.setdefault("data-pipeline (items/s)", {})[f"{provider} {'ram-cache' if cache else 'decode'}"] = items_per_s
     record_env("cpu")
-    benchmark.extra_info.update({
-        "assigner_backend": backends.choose("simota_assign", "cpu", backend)[0],
-        "assign_ms_per_step": 1000 * timed.seconds / timed.calls,
-        "assign_share": timed.seconds / total,
-        "step_ms": 1000 * total / timed.calls,
-        "augment_ms_per_batch": 1000 * augment_s,
-        "gts_per_image": sum(gts) / len(gts),
-        "batch": BATCH,
-        "input": SIZE,
-        "weights": WEIGHTS.name if WEIGHTS.is_file() else "random init",
-    })
+    benchmark.extra_info.update({"items_per_s": items_per_s, "input": 640, "cache": cache})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_summary(request):
+    """After the module: the ratios the targets are stated in (issue 11), on the terminal."""
+    yield
+    lines = ["", "train-step / data-pipeline summary (medians):"]
+    for group, res in _RESULTS.items():
+        if group.startswith("train-step"):
+            lines.append(f"  {group}: " + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in res.items()))
+            for fast in ("fast", "fast-bf16"):
+                if "official-style" in res and fast in res:
+                    lines.append(f"    {fast} vs official-style: {res['official-style'] / res[fast]:.2f}x")
+            for layout in ("channels_last", "contiguous"):
+                if "fast" in res and f"model-only-{layout}" in res:
+                    overhead = res["fast"] / res[f"model-only-{layout}"] - 1
+                    lines.append(f"    fast over model-only-{layout}: {100 * overhead:+.1f}%")
+        else:
+            lines.append(f"  {group}: " + ", ".join(f"{k} {v:.1f}" for k, v in res.items()))
+            if "official-style decode" in res and "fast decode" in res:
+                lines.append(f"    fast vs official-style without cache: "
+                             f"{res['fast decode'] / res['official-style decode']:.2f}x")
+            if "fast ram-cache" in res and "fast decode" in res:
+                lines.append(f"    RAM cache speed-up (fast): {res['fast ram-cache'] / res['fast decode']:.2f}x")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if len(lines) > 2 and capture is not None:
+        with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
+            print("\n".join(lines), flush=True)

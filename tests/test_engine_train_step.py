@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.test_engine_trainer import TinyBoxes, one_thread, tiny_config  # noqa: F401 (one_thread: autouse fixture)
-from yolox_fast.engine.trainer import Trainer, choose_amp_dtype
+from yolox_fast.engine.trainer import Trainer, choose_amp_dtype, trim_label_padding
 from yolox_fast.models.layout import use_channels_last
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -89,10 +89,30 @@ def test_bad_speed_settings_name_themselves(tmp_path):
         tiny_config(tmp_path, amp_dtype="fp8")
 
 
-def test_amp_dtype_choice():
-    assert choose_amp_dtype("fp16", torch.device("cpu")) == torch.float16
-    with pytest.raises(ValueError, match="does not support bfloat16"):
-        choose_amp_dtype("bf16", torch.device("cpu"))
+def test_amp_dtype_choice_on_the_cpu():
+    with pytest.raises(ValueError, match="bf16 only"):
+        choose_amp_dtype("fp16", torch.device("cpu"))
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert choose_amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    else:
+        with pytest.raises(ValueError, match="no bfloat16 instructions"):
+            choose_amp_dtype("bf16", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions")
+def test_cpu_bf16_amp_is_opt_in_and_trains(tmp_path):
+    default = _trainer(tmp_path / "fp32")
+    bf16 = _trainer(tmp_path / "bf16", amp_dtype="bf16")
+    try:
+        assert not default.use_amp and bf16.use_amp and bf16.amp_dtype == torch.bfloat16
+        assert not bf16.scaler.is_enabled()  # bf16 needs no loss scaling
+        images, labels, _ = next(iter(default.loader))
+        want = float(default.train_step(images, labels)["total_loss"].detach())
+        got = float(bf16.train_step(images, labels)["total_loss"].detach())
+        assert got == pytest.approx(want, rel=0.05)  # bf16 keeps 8 bits of mantissa: close, not equal
+    finally:
+        default.close()
+        bf16.close()
 
 
 @pytest.mark.gpu
@@ -135,3 +155,14 @@ def test_compile_flag_compiles_the_model_in_place(tmp_path):
         assert "backbone.backbone.stem.conv.conv.weight" in trainer.model.state_dict()  # names unchanged
     finally:
         trainer.close()
+
+
+def test_trim_label_padding_keeps_every_real_row():
+    labels = torch.zeros(3, 120, 5)
+    labels[0, :5] = 1.0
+    labels[2, 37] = torch.tensor([0.0, 10.0, 10.0, 4.0, 4.0])  # class 0 and a gap before it: still kept
+    trimmed = trim_label_padding(labels)
+    assert trimmed.shape == (3, 48, 5) and torch.equal(trimmed, labels[:, :48])
+    assert trim_label_padding(torch.zeros(2, 120, 5)).shape == (2, 16, 5)
+    small = torch.ones(2, 10, 5)
+    assert trim_label_padding(small) is small

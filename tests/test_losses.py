@@ -63,6 +63,28 @@ def test_loss_equals_the_per_image_reference(real_batch, use_l1):
     torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-5, atol=1e-6 * float(ref_grad.abs().max()))
 
 
+def test_loss_with_tight_label_padding_keeps_every_foreground_anchor(real_batch):
+    """The loss gathers at most 10 G anchors per image (G = label rows): exact with no padding rows at all,
+    including a GT that takes the maximum of 10 anchors."""
+    raw, labels = real_batch
+    grids, strides = anchor_grid_for_input(SIZE, SIZE)
+    rows = int((labels.abs().sum(-1) > 0).sum(-1).max())
+    tight = labels[:, :rows].clone()
+    one_gt = torch.zeros(BATCH, 1, 5)
+    one_gt[:, 0] = torch.tensor([3.0, 160.0, 160.0, 300.0, 300.0])  # a big box: many anchors of IoU near 1
+    boxes = raw.clone()
+    boxes[..., 2:4] = torch.log(torch.tensor(300.0) / strides[:, None])  # every prediction is the GT box
+    boxes[..., :2] = 160.0 / strides[:, None] - grids
+    for batch_raw, batch_labels in ((raw, tight), (boxes, one_gt)):
+        loss = YOLOXLoss(80, SimOTAAssigner(80))
+        loss.use_l1 = True
+        fast = loss(batch_raw, grids, strides, batch_labels)
+        ref = reference.yolox_loss(batch_raw, grids, strides, batch_labels, 80, use_l1=True)
+        for key in KEYS:
+            torch.testing.assert_close(fast[key], ref[key].float(), rtol=1e-6, atol=1e-7, msg=key)
+    assert fast["num_fg"] >= 9  # each image's single GT took 9 or 10 of the at most 10 gathered anchors
+
+
 def test_loss_of_a_batch_without_boxes_is_the_objectness_term_only(real_batch):
     raw, labels = real_batch
     grids, strides = anchor_grid_for_input(SIZE, SIZE)
@@ -97,23 +119,13 @@ def test_box_coding_round_trip():
     torch.testing.assert_close(encode_boxes(boxes, grids, strides), offsets, rtol=1e-6, atol=1e-6)
 
 
-class _ShapeCheckedAssigner:
-    """The assigner with its per-step value checks (a host sync) left out, as a training loop calls it."""
-
-    def __init__(self, num_classes):
-        self.inner = SimOTAAssigner(num_classes)
-
-    def assign(self, *args):
-        return self.inner.assign(*args, validate=False)
-
-
 def test_loss_compiles_with_fullgraph(real_batch):
     """No graph break anywhere in the assigner op and the loss (aot_eager: traced with fake tensors, forward
     and backward, without the minutes of C++ code generation of inductor on this CPU)."""
     raw, labels = real_batch
     raw, labels = raw[:2].clone(), labels[:2].clone()
     grids, strides = anchor_grid_for_input(SIZE, SIZE)
-    loss = YOLOXLoss(80, _ShapeCheckedAssigner(80))
+    loss = YOLOXLoss(80, SimOTAAssigner(80, check_values=False))  # as the trainer calls it
     loss.use_l1 = True
     torch._dynamo.reset()
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
@@ -121,4 +133,4 @@ def test_loss_compiles_with_fullgraph(real_batch):
     want, want_grad = _losses_and_grad(lambda r: loss(r, grids, strides, labels), raw)
     for key in KEYS:
         torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=0, msg=key)
-    torch.testing.assert_close(got_grad, want_grad, rtol=1e-6, atol=1e-8)  # compiled sums may reorder
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6 * float(want_grad.abs().max()))

@@ -108,8 +108,9 @@ class TrainConfig:
     weight_decay: float = _opt(5e-4, _FLOAT, "weight decay on conv/linear weights (not norms, not biases)")
     ema: bool = _opt(True, _BOOL, "keep an exponential moving average of the weights (evaluated and saved)")
     ema_decay: float = _opt(0.9998, _FLOAT, "EMA decay; ramped as decay * (1 - exp(-updates / 2000))")
-    amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (ignored on the CPU)")
-    amp_dtype: str = _opt("auto", _STR, "AMP precision: auto (bf16 where the GPU has it, else fp16), bf16 or fp16")
+    amp: bool = _opt(True, _BOOL, "mixed precision on CUDA (on the CPU only with --amp-dtype bf16)")
+    amp_dtype: str = _opt("auto", _STR, "AMP precision: auto (CUDA: bf16 where the GPU has it, else fp16; CPU: "
+                                        "none), bf16 (also on CPUs with bf16 instructions) or fp16")
     channels_last: str = _opt("auto", _STR, "memory layout of model and batches: auto (the faster one for the "
                                             "device, models/layout.py), on or off")
     compile: bool = _opt(False, _BOOL, "torch.compile the model with its loss (no gain measured on the CPU)")

@@ -22,7 +22,7 @@ class YOLOX(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        #: the layout the network runs in (see :mod:`yolox_fast.models.layout`); inputs are converted to it.
+        #: the layout the network runs in (see :mod:`yolox_fast.models.layout`); when True inputs are converted.
         self.channels_last = False
 
     @property
@@ -37,7 +37,8 @@ class YOLOX(nn.Module):
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(x.shape)}")
-        x = x.contiguous(memory_format=memory_format(self.channels_last))  # no copy when it is already so
+        if self.channels_last:  # no copy when the batch already is; other inputs keep their layout
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x), targets)
 
 

@@ -22,9 +22,10 @@ LOG_EPS = 1e-8
 def decode_boxes(offsets: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
     """Raw offsets ``[..., A, 4]`` -> boxes ``[..., A, 4]`` cx, cy, w, h in input pixels (a new tensor).
 
-    ``grids [A, 2]`` and ``strides [A]`` are cast to the dtype of ``offsets``.
+    ``grids [..., A, 2]`` and ``strides [..., A]`` (usually ``[A, 2]`` and ``[A]``) are cast to the dtype of
+    ``offsets``.
     """
-    s = strides.to(offsets.dtype)[:, None]
+    s = strides.to(offsets.dtype)[..., None]
     xy = (offsets[..., 0:2] + grids.to(offsets.dtype)) * s
     wh = torch.exp(offsets[..., 2:4]) * s
     return torch.cat([xy, wh], dim=-1)
@@ -33,9 +34,9 @@ def decode_boxes(offsets: torch.Tensor, grids: torch.Tensor, strides: torch.Tens
 def encode_boxes(boxes: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
     """Boxes ``[..., A, 4]`` cx, cy, w, h -> raw-offset targets ``[..., A, 4]`` (the official L1 target).
 
-    ``grids [A, 2]`` and ``strides [A]`` are cast to the dtype of ``boxes``.
+    ``grids [..., A, 2]`` and ``strides [..., A]`` are cast to the dtype of ``boxes``.
     """
-    s = strides.to(boxes.dtype)[:, None]
+    s = strides.to(boxes.dtype)[..., None]
     xy = boxes[..., 0:2] / s - grids.to(boxes.dtype)
     wh = torch.log(boxes[..., 2:4] / s + LOG_EPS)
     return torch.cat([xy, wh], dim=-1)
