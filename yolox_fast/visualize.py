@@ -17,12 +17,15 @@ def draw_detections(img: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, class
                     class_names: Sequence[str]) -> np.ndarray:
     """Draw boxes ``xyxy [n, 4]`` (in ``img`` pixels) with ``"name score"`` labels onto ``img`` in place.
 
-    Returns ``img``.
+    Boxes are drawn lowest score first, so where two labels overlap (a dog also scored as a cat) the
+    more confident one stays readable on top. Returns ``img``.
     """
     thickness = max(1, round(max(img.shape[:2]) / 400))
     scale = max(0.4, max(img.shape[:2]) / 1200)
-    for (x1, y1, x2, y2), score, cid in zip(np.asarray(xyxy).tolist(), np.asarray(scores).tolist(),
-                                            np.asarray(class_ids).tolist(), strict=True):
+    xyxy, scores, class_ids = np.asarray(xyxy), np.asarray(scores), np.asarray(class_ids)
+    order = np.argsort(scores, kind="stable")
+    for (x1, y1, x2, y2), score, cid in zip(xyxy[order].tolist(), scores[order].tolist(),
+                                            class_ids[order].tolist(), strict=True):
         color = class_color(int(cid))
         p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
         cv2.rectangle(img, p1, p2, color, thickness)
