@@ -9,7 +9,8 @@
 # 2. runs every gpu-marked test, then every Triton test compiled natively (tests/triton_ops), once each;
 # 3. runs each GPU benchmark group once (YOLOX_FAST_BENCH_GPU_ONLY=1: no CPU providers; the reference on the
 #    GPU only at the SimOTA target shape, for the ratio);
-# 4. if time is left: the Triton kernels' registers / spills / shared memory for this GPU (compile_specs);
+# 4. if time is left: the training-step benchmark (yolox-s 640, B=16, AMP: official-style, fast, model-only),
+#    then the Triton kernels' registers / spills / shared memory for this GPU (compile_specs);
 # 5. checks the targets: SimOTA B=16 G=50 A=8400 under 1 ms (CUDA events), no host sync, >= 50x the
 #    reference, for the CUDA op and Triton; postprocess B=16 at conf 0.25 under 0.5 ms (test_gpu_target);
 #    both on compute capability >= 9.0; writes results.json and summary.txt.
@@ -79,11 +80,18 @@ step bench_postprocess bench.log 120 "$PY" -m pytest benchmarks/bench_postproces
 step bench_iou bench.log 60 "$PY" -m pytest benchmarks/bench_iou.py "${BENCH[@]}" \
   --benchmark-json="$OUT/bench_iou.json"
 
-# 4. Triton kernel resources for this GPU (registers / spills / shared memory), only if time is left.
+# 4. If time is left: the training step (yolox-s 640, B=16, AMP; official-style vs fast vs model-only), its
+#    JSON folded into results.json (8 files at most in $OUT).
+TRAIN_JSON=$(mktemp -u)
+export TRAIN_JSON
+OPTIONAL=1 step bench_train_step bench.log 150 "$PY" -m pytest benchmarks/bench_train_step.py -m gpu "${BENCH[@]}" \
+  --benchmark-json="$TRAIN_JSON"
+
+# 5. Triton kernel resources for this GPU (registers / spills / shared memory), only if time is left.
 CC=${ARCH/./}
 OPTIONAL=1 step triton_resources tests.log 90 "$PY" -m yolox_fast.kernels.compile_specs --arch "${CC:-90}" --jobs 8
 
-# 5. Targets and summary (always runs).
+# 6. Targets and summary (always runs).
 "$PY" - "$STEPS" "$((SECONDS - START))" <<'PY' >>"$OUT/summary.txt" 2>&1
 import json, os, platform, subprocess, sys
 out = os.environ["OUT"]
@@ -137,6 +145,11 @@ if "postprocess cuda B=16 conf 0.25" not in res["targets"]:
     res["targets"]["postprocess cuda B=16 conf 0.25"] = dict(ok=False, why="not measured")
 for r in load("bench_iou.json"):
     res["figures"][f"iou {r['name']}"] = dict(median_ms=round(r["stats"]["median"] * 1e3, 4))
+if os.path.isfile(os.environ.get("TRAIN_JSON", "")):
+    for r in json.load(open(os.environ["TRAIN_JSON"]))["benchmarks"]:
+        res["figures"][f"train-step {r['name']}"] = dict(median_ms=round(r["stats"]["median"] * 1e3, 2),
+                                                         **{k: v for k, v in r["extra_info"].items()
+                                                            if isinstance(v, (int, float, str))})
 failed = [s["name"] for s in steps if s["exit"] != "0"]
 missed = [k for k, v in res["targets"].items() if v.get("ok") is False]
 res["pass"] = not failed and not missed
@@ -153,5 +166,5 @@ sys.exit(0 if res["pass"] else 1)
 PY
 [ $? -eq 0 ] || status=1
 cat "$OUT/summary.txt"
-rm -f "$STEPS"
+rm -f "$STEPS" "$TRAIN_JSON"
 exit $status
