@@ -4,6 +4,8 @@ sm_90 builds with ptxas figures; these tests run them on a GPU, scripts/gpu_chec
 * float64 postprocess ties go by class, then anchor (the sort key holds the score only; a pre-sort);
 * nms / batched_nms sort one large segment with a device-wide radix sort (and postprocess with B = 1);
 * pairwise_iou takes any number of rows (rows strided over gridDim.y, capped at 65535).
+
+Without a GPU, tests/test_cuda_device_code.py checks the compiled device code for the same three fixes.
 """
 
 from __future__ import annotations
