@@ -108,11 +108,13 @@ def template_args(signature: str) -> list[str]:
 
 def sort_types(path: str, arch: str, kernels: tuple[str, ...]) -> set[tuple[str, str]]:
     """(key type, value type) of the cub sort kernels named `kernels` in the SASS of `arch`. Their template
-    arguments hold a policy and the sort order, then the key and value types, the first two plain types."""
+    arguments hold a policy and the sort order (an enum, or a bool in older CUB), then the key and value types:
+    the first two arguments that are neither qualified names, casts nor literals."""
     found = set()
     for signature in kernels_by_arch(path)[arch]:
         if any(f"::{kernel}<" in signature for kernel in kernels):
-            plain = [a for a in template_args(signature) if "::" not in a and not a.startswith("(")]
+            plain = [a for a in template_args(signature)
+                     if "::" not in a and not a.startswith("(") and a not in ("true", "false") and not a.isdigit()]
             found.add((plain[0], plain[1]))
     return found
 
