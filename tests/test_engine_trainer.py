@@ -179,10 +179,8 @@ def test_phases_evaluation_best_and_records(tmp_path):
     assert "epoch 3: AP 0.1000" in (tmp_path / "train.log").read_text()
 
 
-def test_multiscale_sizes_are_drawn_every_interval(tmp_path):
-    cfg = tiny_config(
-        tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=(2, 4), ema=False, warmup_epochs=0, seed=3
-    )
+def fit_recording_input_sizes(cfg) -> list[int]:
+    """Train ``cfg`` on :class:`TinyBoxes` and return the input size of every forward pass."""
     trainer = Trainer(cfg, TinyBoxes(n=10), ["red", "blue"])
     sizes = []
     trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
@@ -190,6 +188,14 @@ def test_multiscale_sizes_are_drawn_every_interval(tmp_path):
         trainer.fit()
     finally:
         trainer.close()
+    return sizes
+
+
+def test_multiscale_sizes_are_drawn_every_interval(tmp_path):
+    cfg = tiny_config(
+        tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=(2, 4), ema=False, warmup_epochs=0, seed=3
+    )
+    sizes = fit_recording_input_sizes(cfg)
     assert len(sizes) == 5 and sizes[0] == SIZE  # the first draw happens after `interval` iterations
     assert set(sizes) <= {64, 96, 128} and len(set(sizes)) > 1
     rng = __import__("random").Random(3)  # the draws: 32 * randint(2, 4) from a Random(seed)
@@ -202,13 +208,7 @@ def test_multiscale_range_follows_img_size(tmp_path):
     cfg = tiny_config(tmp_path, epochs=1, batch_size=2, multiscale_interval=1, random_size=None, ema=False,
                       warmup_epochs=0)
     assert cfg.random_size is None and cfg.multiscale_sizes() == (32, 224)
-    trainer = Trainer(cfg, TinyBoxes(n=10), ["red", "blue"])
-    sizes = []
-    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
+    sizes = fit_recording_input_sizes(cfg)
     assert len(sizes) == 5 and set(sizes) <= set(range(32, 225, 32))
     assert "input 32-224 (multiscale around 64" in (tmp_path / "train.log").read_text()
 
