@@ -179,9 +179,9 @@ def test_phases_evaluation_best_and_records(tmp_path):
     assert "epoch 3: AP 0.1000" in (tmp_path / "train.log").read_text()
 
 
-def fit_recording_input_sizes(cfg) -> list[int]:
-    """Train ``cfg`` on :class:`TinyBoxes` and return the input size of every forward pass."""
-    trainer = Trainer(cfg, TinyBoxes(n=10), ["red", "blue"])
+def fit_recording_input_sizes(cfg, dataset=None, **trainer_kwargs) -> list[int]:
+    """Train ``cfg`` on ``dataset`` (default ``TinyBoxes(n=10)``) and return the input size of every forward pass."""
+    trainer = Trainer(cfg, dataset if dataset is not None else TinyBoxes(n=10), ["red", "blue"], **trainer_kwargs)
     sizes = []
     trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
     try:
@@ -244,14 +244,8 @@ def test_resume_without_multiscale_trains_at_the_requested_size(tmp_path):
     """Issue 9.6: the stopped run had drawn another size; ``--no-multiscale`` on resume trains at img_size."""
     run(tiny_config(tmp_path, epochs=2, random_size=(3, 5)), stop_after=1, evaluate=None)
     assert load_checkpoint(tmp_path / "latest.pt")["input_size"][0] in (96, 128, 160)
-    trainer = Trainer(tiny_config(tmp_path, epochs=2, multiscale=False), TinyBoxes(), ["red", "blue"],
-                      resume_from=tmp_path / "latest.pt")
-    sizes = []
-    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]))
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
+    sizes = fit_recording_input_sizes(tiny_config(tmp_path, epochs=2, multiscale=False), TinyBoxes(),
+                                      resume_from=tmp_path / "latest.pt")
     assert sizes and set(sizes) == {SIZE}
     assert f"input {SIZE}, AMP off" in (tmp_path / "train.log").read_text()  # the header of the resumed run
 
