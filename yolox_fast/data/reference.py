@@ -12,8 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .preprocess import PAD_VALUE
-from .transforms import clip_boxes
+from .transforms import mixup_partner_boxes, mixup_partner_canvas
 
 
 def augment_hsv_reference(img: np.ndarray, rng: np.random.Generator, hgain: float = 5, sgain: float = 30,
@@ -39,12 +38,7 @@ def mixup_reference(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray,
     target_h, target_w = img.shape[:2]
     jitter = float(rng.uniform(*mixup_scale))
     flip = rng.uniform(0, 1) > 0.5
-    r = min(target_h / other_img.shape[0], target_w / other_img.shape[1])
-    resized_h, resized_w = int(other_img.shape[0] * r), int(other_img.shape[1] * r)
-    canvas = np.full((target_h, target_w, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[:resized_h, :resized_w] = cv2.resize(other_img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
-    canvas = cv2.resize(canvas, (int(target_w * jitter), int(target_h * jitter)))
-    r *= jitter
+    canvas, r = mixup_partner_canvas(other_img, (target_h, target_w), jitter)
     if flip:
         canvas = cv2.flip(canvas, 1)
     canvas_h, canvas_w = canvas.shape[:2]
@@ -54,12 +48,8 @@ def mixup_reference(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray,
     x_offset = int(rng.integers(0, padded.shape[1] - target_w)) if padded.shape[1] > target_w else 0
     crop = padded[y_offset:y_offset + target_h, x_offset:x_offset + target_w]
 
-    boxes = clip_boxes(other_targets[:, :4] * r, (canvas_h, canvas_w))
-    if flip:
-        boxes[:, [0, 2]] = canvas_w - boxes[:, [2, 0]]
-    boxes[:, [0, 2]] -= x_offset
-    boxes[:, [1, 3]] -= y_offset
-    clipped = clip_boxes(boxes, (target_h, target_w))
+    _, clipped = mixup_partner_boxes(other_targets[:, :4], r, (canvas_h, canvas_w), flip, (y_offset, x_offset),
+                                     (target_h, target_w))
     added = np.concatenate([clipped, other_targets[:, 4:5]], axis=1).astype(targets.dtype)
     blended = (0.5 * img.astype(np.float32) + 0.5 * crop.astype(np.float32)).astype(np.uint8)
     return blended, np.concatenate([targets, added], 0)

@@ -173,6 +173,32 @@ def mosaic(tiles, rng: np.random.Generator, input_size: tuple[int, int]) -> tupl
     return canvas, targets
 
 
+def mixup_partner_canvas(other_img: np.ndarray, target_hw: tuple[int, int], jitter: float):
+    """The official mixup's partner before flip and crop: letterboxed (top-left on 114) into ``target_hw``, then the
+    whole canvas resized by ``jitter``. Returns ``(canvas uint8, r)``, ``r`` the partner's total scale."""
+    target_h, target_w = target_hw
+    r = min(target_h / other_img.shape[0], target_w / other_img.shape[1])
+    resized_h, resized_w = int(other_img.shape[0] * r), int(other_img.shape[1] * r)
+    canvas = np.full((target_h, target_w, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[:resized_h, :resized_w] = cv2.resize(other_img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+    canvas = cv2.resize(canvas, (int(target_w * jitter), int(target_h * jitter)))
+    return canvas, r * jitter
+
+
+def mixup_partner_boxes(boxes: np.ndarray, r: float, canvas_hw: tuple[int, int], flip: bool,
+                        offsets: tuple[int, int], target_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The partner's ``boxes [n, 4]`` (x1, y1, x2, y2 as loaded) in the mixup crop: scaled by ``r``, clipped to the
+    canvas, mirrored when ``flip``, shifted by the crop ``offsets`` (y, x). Returns ``(shifted, clipped to the
+    target)``; the unclipped ones measure how much of each box stays visible."""
+    canvas_h, canvas_w = canvas_hw
+    boxes = clip_boxes(boxes * r, canvas_hw)
+    if flip:
+        boxes[:, [0, 2]] = canvas_w - boxes[:, [2, 0]]
+    boxes[:, [0, 2]] -= offsets[1]
+    boxes[:, [1, 3]] -= offsets[0]
+    return boxes, clip_boxes(boxes.copy(), target_hw)
+
+
 def mixup(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray, other_targets: np.ndarray,
           rng: np.random.Generator, mixup_scale=(0.5, 1.5), min_area_ratio: float = 0.0):
     """Official ``MosaicDetection.mixup``: blend 50/50 with another image, letterboxed into ``img``'s size, rescaled by
@@ -184,12 +210,7 @@ def mixup(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray, other_tar
     target_h, target_w = img.shape[:2]
     jitter = float(rng.uniform(*mixup_scale))
     flip = rng.uniform(0, 1) > 0.5
-    r = min(target_h / other_img.shape[0], target_w / other_img.shape[1])
-    resized_h, resized_w = int(other_img.shape[0] * r), int(other_img.shape[1] * r)
-    canvas = np.full((target_h, target_w, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[:resized_h, :resized_w] = cv2.resize(other_img, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
-    canvas = cv2.resize(canvas, (int(target_w * jitter), int(target_h * jitter)))
-    r *= jitter
+    canvas, r = mixup_partner_canvas(other_img, (target_h, target_w), jitter)
     canvas_h, canvas_w = canvas.shape[:2]
     # Official: flip the canvas, zero-pad it to at least the target size, crop at a random offset drawn as
     # randint(0, extra - 1), both ends included. The same pixels, without the full-size flip and padding:
@@ -202,12 +223,8 @@ def mixup(img: np.ndarray, targets: np.ndarray, other_img: np.ndarray, other_tar
     else:
         window = canvas[y_offset:y_offset + visible_h, x_offset:x_offset + visible_w]
 
-    boxes = clip_boxes(other_targets[:, :4] * r, (canvas_h, canvas_w))
-    if flip:
-        boxes[:, [0, 2]] = canvas_w - boxes[:, [2, 0]]
-    boxes[:, [0, 2]] -= x_offset
-    boxes[:, [1, 3]] -= y_offset
-    clipped = clip_boxes(boxes.copy(), (target_h, target_w))
+    boxes, clipped = mixup_partner_boxes(other_targets[:, :4], r, (canvas_h, canvas_w), flip, (y_offset, x_offset),
+                                         (target_h, target_w))
     added = np.concatenate([clipped, other_targets[:, 4:5]], axis=1).astype(targets.dtype)
     if min_area_ratio > 0:
         added = added[visible_fraction(clipped, boxes) >= min_area_ratio]
