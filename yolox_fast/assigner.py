@@ -136,9 +136,10 @@ class SimOTAAssigner:
                 gt_mask,
                 values=self._check_values_on(getattr(pred_boxes, "device", None)),
             )
-        from .ops.simota import simota_assign  # the dispatching wrapper
+        from .ops.simota import run_simota_backend, simota_assign  # the dispatching wrappers
 
-        fg, matched, iou = simota_assign(
+        # validate() has run the op's argument rule already: dispatch without running it again.
+        fg, matched, iou = (run_simota_backend if validate else simota_assign)(
             pred_boxes,
             cls_logits,
             obj_logits,

@@ -86,5 +86,13 @@ def simota_assign(pred_boxes: torch.Tensor, cls_logits: torch.Tensor, obj_logits
     (:mod:`yolox_fast.ops.arg_checks`) whatever the backend.
     """
     check_args(OP, pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask)
+    return run_simota_backend(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
+                              variant, backend)
+
+
+def run_simota_backend(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask,
+                       variant: SimOTAVariant = SEED, backend: str | None = None):
+    """:func:`simota_assign` for arguments already checked against the op's rule (the assigner's
+    ``validate`` runs it): choose the backend and run it, without running the rule a second time."""
     _, impl = backends.choose(OP, pred_boxes.device, backend)
     return impl(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, variant)
