@@ -232,7 +232,9 @@ def load_official_weights(model: nn.Module, source, strict: bool = True, new_cla
     Returns:
         The names of the tensors that were not loaded (empty for a full load).
     """
-    state = read_state_dict(source) if not _state_dict_or_none(source) else dict(source)
+    state = _state_dict_or_none(source)  # a state dict as given, else a checkpoint path or dict to read
+    if state is None:
+        state = read_state_dict(source)
     own = model.state_dict()
     skipped = []
     ckpt_head, own_head = state.get(CLASS_HEAD_KEY), own.get(CLASS_HEAD_KEY)
