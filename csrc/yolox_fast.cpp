@@ -64,6 +64,18 @@ TORCH_LIBRARY(yolox_fast, m) {
       "postprocess(Tensor prediction, int num_classes, float conf_thre, float nms_thre, bool class_agnostic, "
       "bool multi_label, int pre_nms_topk, int max_det, Tensor? grids, Tensor? strides) -> (Tensor, Tensor)");
 
+  // --- training-mode BatchNorm2d + SiLU, fused (CPU only; yolox_fast/ops/batchnorm_silu.py) ---
+  // x [N, C, H, W] float32 channels-last; weight, bias, running_mean, running_var [C] float32. Normalises
+  // with the batch statistics, updates running_mean / running_var in place (momentum; unbiased variance),
+  // returns (y = silu(batch_norm(x)), batch mean [C], 1 / sqrt(biased var + eps) [C]).
+  m.def(
+      "batch_norm_silu_train(Tensor x, Tensor weight, Tensor bias, Tensor(a!) running_mean, "
+      "Tensor(b!) running_var, float momentum, float eps) -> (Tensor y, Tensor mean, Tensor invstd)");
+  // Gradients of batch_norm_silu_train's y with respect to x, weight and bias, from grad_y [N, C, H, W].
+  m.def(
+      "batch_norm_silu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor bias, Tensor mean, "
+      "Tensor invstd) -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+
   // --- argument rules (csrc/common/checks.h, simota_checks.h): raise ValueError naming the argument ---
   m.def("check_pairwise_iou_args(Tensor boxes1, Tensor boxes2) -> ()", &check_pairwise_iou_args);
   m.def("check_nms_args(Tensor boxes, Tensor scores, Tensor? idxs) -> ()", &check_nms_args);

@@ -203,7 +203,7 @@ class Trainer:
         self.use_amp = cfg.amp and (self.device.type == "cuda" or cpu_bf16)
         self.amp_dtype = choose_amp_dtype(cfg.amp_dtype, self.device) if self.use_amp else None
         self.channels_last = use_channels_last(cfg.channels_last, self.device, self.use_amp)
-        self.model = model.to(self.device).set_channels_last(self.channels_last)
+        self.model = model.to(self.device).set_channels_last(self.channels_last).set_fused_bn_silu(cfg.fused_bn_silu)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.warmup_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -416,6 +416,10 @@ class Trainer:
                 f"{self.cfg.multiscale_interval} iterations{now})")
 
     # -- the loop ---------------------------------------------------------------------------------------
+    def _fused_bn_silu_applies(self) -> bool:
+        """Whether training runs the fused BatchNorm + SiLU op (ops/batchnorm_silu.py): CPU, float32, channels_last."""
+        return self.cfg.fused_bn_silu and self.device.type == "cpu" and self.channels_last and not self.use_amp
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict.
 
@@ -571,7 +575,8 @@ class Trainer:
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
             f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, AMP {amp}, "
-            f"{'channels_last' if self.channels_last else 'contiguous'} layout{', compiled' if cfg.compile else ''}; "
+            f"{'channels_last' if self.channels_last else 'contiguous'} layout{', compiled' if cfg.compile else ''}"
+            f"{', fused BatchNorm+SiLU' if self._fused_bn_silu_applies() else ''}; "
             f"output {self.output_dir}"
         )
         if self.no_aug_epochs < cfg.no_aug_epochs:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops.batchnorm_silu import batch_norm_silu
+
 #: BatchNorm settings of the official training recipe (``init_yolo``).
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
@@ -26,7 +28,13 @@ def get_activation(name: str = "silu") -> nn.Module:
 
 
 class BaseConv(nn.Module):
-    """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> activation."""
+    """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> activation.
+
+    With a SiLU activation, ``fuse_bn_silu`` (default True; :meth:`YOLOX.set_fused_bn_silu` sets it for a
+    whole model) lets training on the CPU run BatchNorm + SiLU as one op
+    (:func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`, same values within float32 rounding); other
+    devices, dtypes, layouts and eval mode run the modules.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, ksize: int, stride: int = 1, groups: int = 1,
                  bias: bool = False, act: str = "silu"):
@@ -35,8 +43,11 @@ class BaseConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, ksize, stride, pad, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = get_activation(act)
+        self.fuse_bn_silu = isinstance(self.act, nn.SiLU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fuse_bn_silu and self.training:
+            return batch_norm_silu(self.conv(x), self.bn)
         return self.act(self.bn(self.conv(x)))
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from .head import YOLOXHead
 from .layout import memory_format
-from .network_blocks import BN_EPS, BN_MOMENTUM
+from .network_blocks import BN_EPS, BN_MOMENTUM, BaseConv
 from .pafpn import YOLOPAFPN
 
 
@@ -33,6 +33,17 @@ class YOLOX(nn.Module):
         """Put weights and activations in ``channels_last`` (NHWC) or back to contiguous (NCHW); returns self."""
         self.channels_last = bool(enabled)
         return self.to(memory_format=memory_format(self.channels_last))
+
+    def set_fused_bn_silu(self, enabled: bool) -> YOLOX:
+        """Run BatchNorm + SiLU of every SiLU ``BaseConv`` as one op where it applies (CPU float32 training); returns self.
+
+        See :func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`. The weights and results do not change
+        (within float32 rounding); False runs the official modules everywhere.
+        """
+        for module in self.modules():
+            if isinstance(module, BaseConv):
+                module.fuse_bn_silu = bool(enabled) and isinstance(module.act, nn.SiLU)
+        return self
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         if x.dim() != 4 or x.shape[1] != 3:
