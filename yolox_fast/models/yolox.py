@@ -35,7 +35,7 @@ class YOLOX(nn.Module):
         return self.to(memory_format=memory_format(self.channels_last))
 
     def set_fused_bn_silu(self, enabled: bool) -> YOLOX:
-        """Run BatchNorm + SiLU of every SiLU ``BaseConv`` as one op where it applies (CPU float32 training); returns self.
+        """Fuse BatchNorm + SiLU of every SiLU ``BaseConv`` where it applies (CPU float32 training); returns self.
 
         See :func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`. The weights and results do not change
         (within float32 rounding); False runs the official modules everywhere.
