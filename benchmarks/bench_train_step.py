@@ -5,11 +5,12 @@ init; seeded mosaic batches of coco128). One step = :meth:`yolox_fast.engine.Tra
 conversion, forward with the loss, backward, SGD step, EMA update). Providers side by side:
 
 * ``official-style``: the official algorithm as the official code runs it: float32 contiguous (NCHW)
-  batches and model, and the per-image loss of :func:`yolox_fast.ops.reference.yolox_loss` (SimOTA
-  image by image with the reference assigner, boolean-indexed loss terms);
+  batches and model, the official modules (Conv, BatchNorm, inplace SiLU), PyTorch's default SGD, and the
+  per-image loss of :func:`yolox_fast.ops.reference.yolox_loss` (SimOTA image by image with the reference
+  assigner, boolean-indexed loss terms);
 * ``fast``: the trainer's defaults: uint8 batches in the layout chosen for the device
   (``models/layout.py``: channels_last on the CPU), BatchNorm + SiLU fused on the CPU
-  (``ops/batchnorm_silu.py``), the batched assigner op, the fixed-shape loss;
+  (``ops/batchnorm_silu.py``), fused SGD (``engine/optim.py``), the batched assigner op, the fixed-shape loss;
 * ``fast-unfused``: ``fast`` with ``--no-fused-bn-silu`` (the official modules), to show that op's share;
 * ``model-only-<layout>``: the same model's forward, backward and SGD step with a trivial loss (the
   floor for a step in that layout; the fast step should be within 5% of ``model-only-channels_last``);
@@ -125,6 +126,8 @@ def make_trainer(model: str, size: int, batch: int, tmp_path, device: str, offic
     trainer.iteration = 10_000  # past the warm-up: a realistic learning rate
     if official:
         trainer.model.head.loss = OfficialStyleLoss(80)
+        for group in trainer.optimizer.param_groups:  # the official torch.optim.SGD: default per-parameter loop
+            group["fused"] = False
     return trainer
 
 
