@@ -143,3 +143,28 @@ def test_train_mode_without_targets_is_an_error():
         model(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"images must be \[B, 3, H, W\]"):
         model(torch.zeros(3, 64, 64))
+
+
+@pytest.mark.parametrize("ksize, stride", [(3, 1), (1, 1), (3, 2)])
+def test_focus_as_one_strided_conv_equals_the_official_slicing(ksize, stride):
+    """Focus on the CPU (a 2k x 2k stride-2s conv over pixels) gives the official space-to-depth conv's output
+    and weight gradient, in training and eval mode."""
+    from yolox_fast.models.network_blocks import Focus
+
+    torch.manual_seed(ksize * 10 + stride)
+    focus = Focus(3, 8, ksize=ksize, stride=stride)
+    x = torch.rand(2, 3, 32, 24) * 255
+    s2d = torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), dim=1)
+    for train in (True, False):
+        focus.train(train)
+        focus.zero_grad()
+        y = focus(x)
+        y.square().mean().backward()
+        grad = focus.conv.conv.weight.grad.clone()
+        focus.zero_grad()
+        expected = focus.conv(s2d)  # the official path: BaseConv over the space-to-depth channels
+        expected.square().mean().backward()
+        scale = expected.abs().max()
+        assert y.shape == expected.shape
+        assert ((y - expected).abs().max() / scale).item() < 1e-5, train
+        torch.testing.assert_close(grad, focus.conv.conv.weight.grad, rtol=1e-4, atol=1e-4 * grad.abs().max().item())
