@@ -11,7 +11,8 @@ conversion, forward with the loss, backward, SGD step, EMA update). Providers si
 * ``fast``: the trainer's defaults: uint8 batches in the layout chosen for the device
   (``models/layout.py``: channels_last on the CPU), BatchNorm + SiLU fused on the CPU
   (``ops/batchnorm_silu.py``), fused SGD (``engine/optim.py``), the batched assigner op, the fixed-shape loss;
-* ``fast-unfused``: ``fast`` with ``--no-fused-bn-silu`` (the official modules), to show that op's share;
+* ``fast-unfused``: ``fast`` with ``--no-cpu-fusions`` (the official modules: no fused BatchNorm + SiLU, the
+  official Focus slicing), to show the share of those two rewrites;
 * ``model-only-<layout>``: the same model's forward, backward and SGD step with a trivial loss (the
   floor for a step in that layout; the fast step should be within 5% of ``model-only-channels_last``);
 * ``fast-bf16``: the fast step with the CPU's opt-in bf16 AMP (``--amp-dtype bf16``; not the default).
@@ -112,13 +113,13 @@ def make_batches(model: str, size: int, batch: int, channels_last: bool):
 
 
 def make_trainer(model: str, size: int, batch: int, tmp_path, device: str, official: bool, amp: bool = False,
-                 amp_dtype: str = "auto", fused_bn_silu: bool = True):
+                 amp_dtype: str = "auto", cpu_fusions: bool = True):
     weights = WEIGHTS.get(model)
     cfg = TrainConfig(model=model, img_size=size, batch_size=batch, epochs=300, multiscale=False, workers=0,
                       device=device, output_dir=str(tmp_path), progress=False, tensorboard=False, amp=amp,
                       amp_dtype=amp_dtype,
                       weights=str(weights) if weights is not None and weights.is_file() else None,
-                      channels_last="off" if official else "auto", fused_bn_silu=fused_bn_silu and not official,
+                      channels_last="off" if official else "auto", cpu_fusions=cpu_fusions and not official,
                       assigner_backend="reference" if official else None, lr_per_image=0.01 / 64).resolved()
     from yolox_fast.data import TrainAugmentDataset
 
@@ -195,7 +196,7 @@ def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_
     if provider == "fast-bf16":  # the CPU's opt-in AMP
         amp = True
     trainer = make_trainer(model, size, batch, tmp_path, device, official or provider == "model-only-contiguous",
-                           amp, "bf16" if provider == "fast-bf16" else "auto", fused_bn_silu=provider != "fast-unfused")
+                           amp, "bf16" if provider == "fast-bf16" else "auto", cpu_fusions=provider != "fast-unfused")
     if provider == "model-only-channels_last":
         trainer.model.set_channels_last(True)
     fast_layout = trainer.model.channels_last

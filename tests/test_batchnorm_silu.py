@@ -132,9 +132,9 @@ def test_base_conv_switch():
     assert isinstance(stem, BaseConv)
     x = torch.rand(1, 12, 32, 32).contiguous(memory_format=CL)
     assert stem(x).grad_fn.name() == "_BatchNormSiLUFunctionBackward"
-    model.set_fused_bn_silu(False)
+    model.set_cpu_fusions(False)
     assert stem(x).grad_fn.name() == "SiluBackward0"
-    model.set_fused_bn_silu(True)
+    model.set_cpu_fusions(True)
     assert stem(x).grad_fn.name() == "_BatchNormSiLUFunctionBackward"
     assert not BaseConv(3, 4, 3, act="relu").fuse_bn_silu  # only SiLU convs fuse
 
@@ -143,7 +143,7 @@ def test_training_step_equals_the_modules():
     """One yolox-nano step (forward with a plain loss, backward, SGD): fused and unfused models agree."""
     torch.manual_seed(0)
     fused = build_yolox("yolox-nano").train().set_channels_last(True)
-    plain = copy.deepcopy(fused).set_fused_bn_silu(False)
+    plain = copy.deepcopy(fused).set_cpu_fusions(False)
     x = torch.rand(2, 3, 96, 96).contiguous(memory_format=CL) * 255
     grads = []
     for model in (fused, plain):

@@ -168,3 +168,5 @@ def test_focus_as_one_strided_conv_equals_the_official_slicing(ksize, stride):
         assert y.shape == expected.shape
         assert ((y - expected).abs().max() / scale).item() < 1e-5, train
         torch.testing.assert_close(grad, focus.conv.conv.weight.grad, rtol=1e-4, atol=1e-4 * grad.abs().max().item())
+    focus.as_strided_conv = False  # switched off (YOLOX.set_cpu_fusions(False)): the official slicing, bit for bit
+    assert torch.equal(focus(x), focus.conv(s2d))

@@ -113,8 +113,9 @@ class TrainConfig:
                                         "none), bf16 (also on CPUs with bf16 instructions) or fp16")
     channels_last: str = _opt("auto", _STR, "memory layout of model and batches: auto (the faster one for the "
                                             "device, models/layout.py), on or off")
-    fused_bn_silu: bool = _opt(True, _BOOL, "run BatchNorm + SiLU as one op in CPU float32 channels_last training "
-                                            "(ops/batchnorm_silu.py; same values within float32 rounding)")
+    cpu_fusions: bool = _opt(True, _BOOL, "on the CPU, BatchNorm + SiLU as one op in float32 channels_last training "
+                                          "and the Focus stem as one strided conv (same weights and values within "
+                                          "float32 rounding; YOLOX.set_cpu_fusions)")
     compile: bool = _opt(False, _BOOL, "torch.compile the model with its loss (no gain measured on the CPU)")
 
     # -- input size ---------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ class Trainer:
         self.use_amp = cfg.amp and (self.device.type == "cuda" or cpu_bf16)
         self.amp_dtype = choose_amp_dtype(cfg.amp_dtype, self.device) if self.use_amp else None
         self.channels_last = use_channels_last(cfg.channels_last, self.device, self.use_amp)
-        self.model = model.to(self.device).set_channels_last(self.channels_last).set_fused_bn_silu(cfg.fused_bn_silu)
+        self.model = model.to(self.device).set_channels_last(self.channels_last).set_cpu_fusions(cfg.cpu_fusions)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.warmup_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -418,7 +418,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------
     def _fused_bn_silu_applies(self) -> bool:
         """Whether training runs the fused BatchNorm + SiLU op (ops/batchnorm_silu.py): CPU, float32, channels_last."""
-        return self.cfg.fused_bn_silu and self.device.type == "cpu" and self.channels_last and not self.use_amp
+        return self.cfg.cpu_fusions and self.device.type == "cpu" and self.channels_last and not self.use_amp
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict.

@@ -30,7 +30,7 @@ def get_activation(name: str = "silu") -> nn.Module:
 class BaseConv(nn.Module):
     """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> activation.
 
-    With a SiLU activation, ``fuse_bn_silu`` (default True; :meth:`YOLOX.set_fused_bn_silu` sets it for a
+    With a SiLU activation, ``fuse_bn_silu`` (default True; :meth:`YOLOX.set_cpu_fusions` sets it for a
     whole model) lets training on the CPU run BatchNorm + SiLU as one op
     (:func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`, same values within float32 rounding); other
     devices, dtypes, layouts and eval mode run the modules.
@@ -125,17 +125,19 @@ class Focus(nn.Module):
     checkpoints load as they are), same values within float32 rounding. Why: no strided slices and
     concatenation, and oneDNN's 3-channel first-layer kernels; measured on the dev CPU (one thread,
     forward + backward of the stem conv): yolox-nano 416 B=8 44 -> 27 ms, yolox-s 640 B=4 103 -> 82 ms.
-    Other devices and ONNX export keep the official slicing.
+    Other devices and ONNX export keep the official slicing; so does ``as_strided_conv = False``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, ksize: int = 1, stride: int = 1, act: str = "silu"):
         super().__init__()
         self.conv = BaseConv(in_channels * 4, out_channels, ksize, stride, act=act)
+        self.as_strided_conv = True  # the CPU path above; False: the official slicing everywhere
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv.conv
-        if (x.device.type == "cpu" and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0 and conv.bias is None
-                and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()):
+        on_cpu_even = x.device.type == "cpu" and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
+        if (self.as_strided_conv and on_cpu_even and conv.bias is None and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export()):
             k, s = conv.kernel_size[0], conv.stride[0]
             y = torch.nn.functional.conv2d(x, space_to_depth_kernel(conv.weight), stride=2 * s, padding=k - 1)
             return self.conv.normalize_activate(y)

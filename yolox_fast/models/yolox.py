@@ -7,7 +7,7 @@ from torch import nn
 
 from .head import YOLOXHead
 from .layout import memory_format
-from .network_blocks import BN_EPS, BN_MOMENTUM, BaseConv
+from .network_blocks import BN_EPS, BN_MOMENTUM, BaseConv, Focus
 from .pafpn import YOLOPAFPN
 
 
@@ -34,15 +34,21 @@ class YOLOX(nn.Module):
         self.channels_last = bool(enabled)
         return self.to(memory_format=memory_format(self.channels_last))
 
-    def set_fused_bn_silu(self, enabled: bool) -> YOLOX:
-        """Fuse BatchNorm + SiLU of every SiLU ``BaseConv`` where it applies (CPU float32 training); returns self.
+    def set_cpu_fusions(self, enabled: bool) -> YOLOX:
+        """Switch the CPU rewrites of the official modules on (the default) or off; returns self.
 
-        See :func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`. The weights and results do not change
-        (within float32 rounding); False runs the official modules everywhere.
+        * BatchNorm + SiLU of every SiLU :class:`BaseConv` as one op in CPU float32 channels_last training
+          (:func:`yolox_fast.ops.batchnorm_silu.batch_norm_silu`);
+        * the :class:`Focus` stem as one strided convolution on the CPU.
+
+        Neither changes the parameters or, beyond float32 rounding, the results; False runs the official
+        modules everywhere (what the benchmarks' official-style step does).
         """
         for module in self.modules():
             if isinstance(module, BaseConv):
                 module.fuse_bn_silu = bool(enabled) and isinstance(module.act, nn.SiLU)
+            elif isinstance(module, Focus):
+                module.as_strided_conv = bool(enabled)
         return self
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
