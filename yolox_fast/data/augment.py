@@ -155,7 +155,7 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
                 other = int(self._with_boxes[rng.integers(len(self._with_boxes))])
                 other_img, other_targets, _ = self.dataset.load(other)
                 img, targets = T.mixup(img, targets, other_img, other_targets, rng, self.mixup_scale,
-                                       self.min_area_ratio)
+                                       self.min_area_ratio, out=img)  # img is the warp's new array
         else:
             img, targets, image_id = self.dataset.load(index)
             img, targets = T.resize_to_fit(img, targets, size)
@@ -169,15 +169,20 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, index: int, rng: np.random.Generator, size: tuple[int, int]):
         indices = [index, *rng.integers(0, len(self.dataset), 3).tolist()]
-        tiles, image_ids = [], []
-        for k in indices:
-            img, targets, image_id = self.dataset.load(k)
-            tiles.append(T.resize_to_fit(img, targets, size))
-            image_ids.append(image_id)
-        canvas, targets = T.mosaic(tiles, rng, size)
-        img, targets = T.random_affine(canvas, targets, rng, size, self.degrees, self.translate, self.mosaic_scale,
-                                       self.shear, self.min_area_ratio)
-        return img, targets, image_ids[0]
+        img, targets = T.mosaic_affine([self._tile(k) for k in indices], rng, size, self.degrees, self.translate,
+                                       self.mosaic_scale, self.shear, self.min_area_ratio)
+        image_id = getattr(self.dataset, "image_id", None)
+        return img, targets, image_id(index) if image_id is not None else self.dataset.load(index)[2]
+
+    def _tile(self, k: int) -> T.MosaicTile:
+        """Mosaic tile ``k``, its image decoded only if the mosaic needs it (possible when the dataset knows the
+        image's size without decoding it; otherwise it is decoded now)."""
+        dataset = self.dataset
+        size = dataset.known_image_size(k) if hasattr(dataset, "known_image_size") else None
+        if size is None:
+            img, targets, _ = dataset.load(k)
+            return img.shape[0], img.shape[1], targets, lambda: img
+        return size[0], size[1], dataset.load_targets(k), lambda: dataset.load_image(k)
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
