@@ -180,8 +180,8 @@ def test_warp_reads_only_its_source_window():
 
 
 def assert_items_equal_official(aug, indices, what):
-    for i in indices:
-        image, labels, image_id = aug[i]
+    items = [aug[i] for i in indices]  # all made first: an item sharing a reused work array would change later
+    for i, (image, labels, image_id) in zip(indices, items, strict=True):
         official_image, official_labels, official_id = official_train_item(aug, i)
         assert image.dtype == torch.uint8 and image_id == official_id, f"{what}: item {i}"
         np.testing.assert_array_equal(image.numpy(), official_image.astype(np.uint8), err_msg=f"{what}: item {i}")

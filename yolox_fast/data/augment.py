@@ -157,7 +157,7 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
                 other = int(self._with_boxes[rng.integers(len(self._with_boxes))])
                 other_img, other_targets, _ = self.dataset.load(other)
                 img, targets = T.mixup(img, targets, other_img, other_targets, rng, self.mixup_scale,
-                                       self.min_area_ratio, out=img)  # img is the warp's new array
+                                       self.min_area_ratio, out=img)  # img is the mosaic's work array
         else:
             img, targets, image_id = self.dataset.load(index)
             img, targets = T.resize_to_fit(img, targets, size)
@@ -171,8 +171,10 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, index: int, rng: np.random.Generator, size: tuple[int, int]):
         indices = [index, *rng.integers(0, len(self.dataset), 3).tolist()]
+        # The warped mosaic goes to a work array: train_transform always writes the item to a new one.
         img, targets = T.mosaic_affine([self._tile(k) for k in indices], rng, size, self.degrees, self.translate,
-                                       self.mosaic_scale, self.shear, self.min_area_ratio)
+                                       self.mosaic_scale, self.shear, self.min_area_ratio,
+                                       out=T.scratch("mosaic warp", (*size, 3)))
         image_id = getattr(self.dataset, "image_id", None)
         return img, targets, image_id(index) if image_id is not None else self.dataset.load(index)[2]
 

@@ -276,7 +276,8 @@ MosaicTile = tuple[int, int, np.ndarray, Callable[[], np.ndarray]]
 
 
 def mosaic_affine(tiles: Sequence[MosaicTile], rng: np.random.Generator, input_size: tuple[int, int], degrees=10.0,
-                  translate=0.1, scales=(0.1, 2.0), shear=2.0, min_area_ratio: float = 0.0):
+                  translate=0.1, scales=(0.1, 2.0), shear=2.0, min_area_ratio: float = 0.0,
+                  out: np.ndarray | None = None):
     """Official mosaic of four tiles (each resized to fit ``input_size``) then :func:`random_affine`: the same
     pixels, boxes and random draws as ``random_affine(*mosaic(tiles, ...), ...)``, with less work.
 
@@ -285,7 +286,8 @@ def mosaic_affine(tiles: Sequence[MosaicTile], rng: np.random.Generator, input_s
     neither loaded nor resized (on coco128 at 640, 1.5 of the 4 tiles per item on average: one JPEG decode
     is ~2 ms, about as much as the whole warp). The canvas itself is a reused work array.
 
-    Returns ``(img uint8 [h, w, 3] (a new array), targets [N, 5])``.
+    Returns ``(img uint8 [h, w, 3], targets [N, 5])``; ``img`` is ``out`` when given (the pipeline passes a
+    :func:`scratch` array: one fresh image less per item), else a new array.
     """
     input_h, input_w = input_size
     yc, xc = mosaic_centre(rng, input_size)
@@ -309,7 +311,7 @@ def mosaic_affine(tiles: Sequence[MosaicTile], rng: np.random.Generator, input_s
         if (h, w) != (height, width):
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
         canvas[wy1:wy2, wx1:wx2] = img[sy1 + wy1 - ly1:sy1 + wy2 - ly1, sx1 + wx1 - lx1:sx1 + wx2 - lx1]
-    img = cv2.warpAffine(canvas, matrix, dsize=(input_w, input_h), borderValue=(PAD_VALUE,) * 3)
+    img = cv2.warpAffine(canvas, matrix, dsize=(input_w, input_h), dst=out, borderValue=(PAD_VALUE,) * 3)
     targets = mosaic_targets(tile_targets, placements, input_size)
     return img, affine_targets(targets, matrix, input_size, min_area_ratio)
 
