@@ -228,3 +228,22 @@ def test_items_equal_the_official_order_without_known_sizes_and_with_the_cache(t
             aug.set_epoch(epoch)
             assert_items_equal_official(aug, range(len(aug)), f"cache={cache} epoch={epoch}")
         assert dataset.known_image_size(0) is not None  # remembered once decoded
+    # Any dataset with load / len / num_targets (no sizes known in advance: every tile decoded)
+    aug = TrainAugmentDataset(PlainDataset(dataset), input_size=(64, 96), seed=6)
+    assert_items_equal_official(aug, range(len(aug)), "plain dataset")
+
+
+class PlainDataset:
+    """The minimal dataset protocol of TrainAugmentDataset, around a DetectionDataset."""
+
+    def __init__(self, inner):
+        self.inner, self.num_classes = inner, inner.num_classes
+
+    def __len__(self):
+        return len(self.inner)
+
+    def load(self, i):
+        return self.inner.load(i)
+
+    def num_targets(self, i):
+        return self.inner.num_targets(i)

@@ -51,7 +51,8 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
     """The official YOLOX training augmentations over ``dataset``; defaults are the official ones (``yolox_base``).
 
     Args:
-        dataset: a :class:`DetectionDataset` (anything with ``load(i)``, ``__len__`` and ``num_targets(i)``).
+        dataset: a :class:`DetectionDataset` (or anything with ``load(i)``, ``__len__`` and ``num_targets(i)``; with
+            a DetectionDataset, mosaic tiles that the warp does not show are not decoded).
         input_size: ``(height, width)`` or an int; settable later (``ds.input_size = (h, w)``).
         mosaic: start with mosaic on (:meth:`close_mosaic` turns it off for the last epochs).
         mosaic_prob, mixup_prob, hsv_prob, flip_prob: probabilities of each augmentation
@@ -171,22 +172,21 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, index: int, rng: np.random.Generator, size: tuple[int, int]):
         indices = [index, *rng.integers(0, len(self.dataset), 3).tolist()]
+        tiles, image_ids = zip(*(self._tile(k) for k in indices), strict=True)
         # The warped mosaic goes to a work array: train_transform always writes the item to a new one.
-        img, targets = T.mosaic_affine([self._tile(k) for k in indices], rng, size, self.degrees, self.translate,
-                                       self.mosaic_scale, self.shear, self.min_area_ratio,
-                                       out=T.scratch("mosaic warp", (*size, 3)))
-        image_id = getattr(self.dataset, "image_id", None)
-        return img, targets, image_id(index) if image_id is not None else self.dataset.load(index)[2]
+        img, targets = T.mosaic_affine(tiles, rng, size, self.degrees, self.translate, self.mosaic_scale, self.shear,
+                                       self.min_area_ratio, out=T.scratch("mosaic warp", (*size, 3)))
+        return img, targets, image_ids[0]
 
-    def _tile(self, k: int) -> T.MosaicTile:
-        """Mosaic tile ``k``, its image decoded only if the mosaic needs it (possible when the dataset knows the
-        image's size without decoding it; otherwise it is decoded now)."""
+    def _tile(self, k: int) -> tuple[T.MosaicTile, int]:
+        """Mosaic tile ``k`` and its image id. Its image is decoded only if the mosaic shows it, when the dataset
+        can tell the image's size without decoding it (:class:`DetectionDataset`); otherwise it is decoded now."""
         dataset = self.dataset
-        size = dataset.known_image_size(k) if hasattr(dataset, "known_image_size") else None
+        size = dataset.known_image_size(k) if isinstance(dataset, DetectionDataset) else None
         if size is None:
-            img, targets, _ = dataset.load(k)
-            return img.shape[0], img.shape[1], targets, lambda: img
-        return size[0], size[1], dataset.load_targets(k), lambda: dataset.load_image(k)
+            img, targets, image_id = dataset.load(k)
+            return (img.shape[0], img.shape[1], targets, lambda: img), image_id
+        return (size[0], size[1], dataset.load_targets(k), lambda: dataset.load_image(k)), dataset.image_id(k)
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
