@@ -21,10 +21,11 @@ conversion, forward with the loss, backward, SGD step, EMA update). Providers si
 (input transfer and conversion, model forward, assignment, loss, backward, optimiser step and EMA)
 from one instrumented step. A summary with the ratios is printed at the end of the run.
 
-Data-pipeline group (CPU, one process, yolox-s settings at 640: mosaic, mixup, HSV, flip, affine; items
-collated in batches of 8): items per second of ``official-style`` (the official order of operations:
-official mixup and HSV arithmetic from :mod:`yolox_fast.data.reference`, float32 CHW items, float
-stacking) and of the fast :class:`yolox_fast.data.TrainAugmentDataset`, each without and with the RAM cache.
+Data-pipeline group (CPU, one process, one thread for torch and OpenCV, yolox-s settings at 640: mosaic,
+mixup, HSV, flip, affine; items collated in batches of 8): items per second of ``official-style``
+(:func:`yolox_fast.data.reference.official_train_item`: the official order of operations and arithmetic, every
+tile decoded, float32 CHW items, float stacking) and of the fast :class:`yolox_fast.data.TrainAugmentDataset`
+(the same pixels and labels, tested), each without and with the RAM cache.
 
 The GPU group (``-m gpu``; yolox-s 640 batch 16, AMP) compares the official-style and fast steps and
 reports images per second and the stage shares.
@@ -42,6 +43,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,7 +58,7 @@ WEIGHTS = {"yolox-nano": DATA / "weights" / "yolox_nano_calib.pth"}
 CPU_CASES = {"yolox-nano": (416, 8), "yolox-s": (640, 4)}
 GPU_CASE = ("yolox-s", 640, 16)
 NUM_BATCHES, ROUNDS = 2, 3
-DATA_ITEMS, DATA_BATCH = 16, 8
+DATA_ITEMS, DATA_BATCH = 32, 8  # items per round: 32 cover more of the variety of images and draws than 16
 
 pytestmark = pytest.mark.skipif(not (COCO128 / "annotations" / "instances_train2017.json").is_file(),
                                 reason=f"coco128 not found under {COCO128}")
@@ -254,37 +256,12 @@ def test_train_step_gpu(benchmark, record_env, provider, tmp_path):
 
 
 # -- data pipeline ----------------------------------------------------------------------------------------
-def official_style_item(aug, index: int):
-    """One item the official way: the official mixup and HSV arithmetic, float32 CHW output."""
-    from yolox_fast.data import transforms as T
-    from yolox_fast.data.reference import augment_hsv_reference, mixup_reference, to_network_input_reference
-
-    rng, size, dataset = aug.rng(index), aug.input_size, aug.dataset
-    if rng.random() < aug.mosaic_prob:
-        tiles = []
-        for k in [index, *rng.integers(0, len(dataset), 3).tolist()]:
-            img, targets, _ = dataset.load(k)
-            tiles.append(T.resize_to_fit(img, targets, size))
-        canvas, targets = T.mosaic(tiles, rng, size)
-        img, targets = T.random_affine(canvas, targets, rng, size, aug.degrees, aug.translate, aug.mosaic_scale,
-                                       aug.shear)
-        if len(targets) and rng.random() < aug.mixup_prob:
-            other_img, other_targets, _ = dataset.load(int(aug._with_boxes[rng.integers(len(aug._with_boxes))]))
-            img, targets = mixup_reference(img, targets, other_img, other_targets, rng, aug.mixup_scale)
-    else:
-        img, targets, _ = dataset.load(index)
-        img, targets = T.resize_to_fit(img, targets, size)
-    if len(targets) and rng.random() < aug.hsv_prob:
-        img = augment_hsv_reference(img, rng)
-    canvas, labels = T.train_transform(img, targets, rng, size, 0.0, aug.flip_prob, aug.max_labels)
-    return torch.from_numpy(to_network_input_reference(canvas)), torch.from_numpy(labels), 0
-
-
 @pytest.mark.benchmark(group="data-pipeline 640 yolox-s settings cpu (one process)")
 @pytest.mark.parametrize("cache", [False, True], ids=["decode", "ram-cache"])
 @pytest.mark.parametrize("provider", ["official-style", "fast"])
 def test_data_pipeline(benchmark, record_env, provider, cache):
     from yolox_fast.data import TrainAugmentDataset, collate
+    from yolox_fast.data.reference import official_train_item
 
     aug = TrainAugmentDataset(coco128_base(cache), input_size=640, mosaic_prob=1.0, mixup_prob=1.0, seed=0)
     counter = iter(range(10**9))
@@ -295,19 +272,24 @@ def test_data_pipeline(benchmark, record_env, provider, cache):
     else:
         def batch():
             start = next(counter) * DATA_BATCH
-            torch.stack([official_style_item(aug, (start + i) % len(aug))[0] for i in range(DATA_BATCH)])
+            torch.stack([torch.from_numpy(official_train_item(aug, (start + i) % len(aug))[0])
+                         for i in range(DATA_BATCH)])
 
     def run():
         for _ in range(DATA_ITEMS // DATA_BATCH):
             batch()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a DataLoader worker process
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    # One thread per process for both providers: torch as in a DataLoader worker, OpenCV as in the official
+    # trainer's workers (its configure_module calls cv2.setNumThreads(0): OpenCV runs sequentially).
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
     try:
         run()  # warm-up
         benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     finally:
         torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
     items_per_s = DATA_ITEMS / benchmark.stats.stats.median
     _RESULTS.setdefault("data-pipeline (items/s)", {})[f"{provider} {'ram-cache' if cache else 'decode'}"] = items_per_s
     record_env("cpu")

@@ -496,6 +496,21 @@ def test_collate(synthetic_train):
     assert torch.equal(images[1], items[1][0])
 
 
+def _collate_reporting_shared_memory(batch):
+    images, labels, ids = collate(batch)
+    return images, labels, ids, images.is_shared()  # evaluated in the worker process
+
+
+def test_collate_in_a_worker_makes_the_batch_in_shared_memory(synthetic_train):
+    aug = TrainAugmentDataset(synthetic_train, input_size=64, seed=0)
+    loader = torch.utils.data.DataLoader(aug, batch_size=4, num_workers=1, collate_fn=_collate_reporting_shared_memory)
+    images, labels, ids, shared_in_worker = next(iter(loader))
+    expected = collate([aug[i] for i in range(4)])
+    assert shared_in_worker and not expected[0].is_shared()
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1]) and ids == expected[2]
+
+
 def test_check_labels_names_the_row():
     labels = np.zeros((4, 5), dtype=np.float32)
     labels[0] = [1, 10, 10, 4, 4]

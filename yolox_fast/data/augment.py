@@ -31,6 +31,8 @@ and resize each batch (``F.interpolate`` of the images, labels scaled) in the tr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -49,7 +51,8 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
     """The official YOLOX training augmentations over ``dataset``; defaults are the official ones (``yolox_base``).
 
     Args:
-        dataset: a :class:`DetectionDataset` (anything with ``load(i)``, ``__len__`` and ``num_targets(i)``).
+        dataset: a :class:`DetectionDataset` (or anything with ``load(i)``, ``__len__`` and ``num_targets(i)``; with
+            a DetectionDataset, mosaic tiles that the warp does not show are not decoded).
         input_size: ``(height, width)`` or an int; settable later (``ds.input_size = (h, w)``).
         mosaic: start with mosaic on (:meth:`close_mosaic` turns it off for the last epochs).
         mosaic_prob, mixup_prob, hsv_prob, flip_prob: probabilities of each augmentation
@@ -155,7 +158,7 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
                 other = int(self._with_boxes[rng.integers(len(self._with_boxes))])
                 other_img, other_targets, _ = self.dataset.load(other)
                 img, targets = T.mixup(img, targets, other_img, other_targets, rng, self.mixup_scale,
-                                       self.min_area_ratio)
+                                       self.min_area_ratio, out=img)  # img is the mosaic's work array
         else:
             img, targets, image_id = self.dataset.load(index)
             img, targets = T.resize_to_fit(img, targets, size)
@@ -169,15 +172,21 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, index: int, rng: np.random.Generator, size: tuple[int, int]):
         indices = [index, *rng.integers(0, len(self.dataset), 3).tolist()]
-        tiles, image_ids = [], []
-        for k in indices:
-            img, targets, image_id = self.dataset.load(k)
-            tiles.append(T.resize_to_fit(img, targets, size))
-            image_ids.append(image_id)
-        canvas, targets = T.mosaic(tiles, rng, size)
-        img, targets = T.random_affine(canvas, targets, rng, size, self.degrees, self.translate, self.mosaic_scale,
-                                       self.shear, self.min_area_ratio)
+        tiles, image_ids = zip(*(self._tile(k) for k in indices), strict=True)
+        # The warped mosaic goes to a work array: train_transform always writes the item to a new one.
+        img, targets = T.mosaic_affine(tiles, rng, size, self.degrees, self.translate, self.mosaic_scale, self.shear,
+                                       self.min_area_ratio, out=T.scratch("mosaic warp", (*size, 3)))
         return img, targets, image_ids[0]
+
+    def _tile(self, k: int) -> tuple[T.MosaicTile, int]:
+        """Mosaic tile ``k`` and its image id. Its image is decoded only if the mosaic shows it, when the dataset
+        can tell the image's size without decoding it (:class:`DetectionDataset`); otherwise it is decoded now."""
+        dataset = self.dataset
+        size = dataset.known_image_size(k) if isinstance(dataset, DetectionDataset) else None
+        if size is None:
+            img, targets, image_id = dataset.load(k)
+            return (img.shape[0], img.shape[1], targets, lambda: img), image_id
+        return (size[0], size[1], dataset.load_targets(k), lambda: dataset.load_image(k)), dataset.image_id(k)
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
@@ -203,7 +212,8 @@ def collate(batch, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tens
 
     ``images`` keep the items' dtype (uint8 from :class:`TrainAugmentDataset`) and are laid out in
     ``channels_last`` memory (NHWC; for uint8 items one plain copy each) or, with ``channels_last=False``,
-    contiguous NCHW (a transposing copy).
+    contiguous NCHW (a transposing copy). In a DataLoader worker the batch is made in shared memory, as
+    ``default_collate`` does: otherwise sending it to the main process copies it once more.
     """
     images, labels, image_ids = zip(*batch, strict=True)
     first = images[0]
@@ -211,7 +221,12 @@ def collate(batch, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tens
         # Copy as [H, W, C] arrays with NumPy: a plain memcpy per item. (torch's copy_ of the [C, H, W] views
         # took 11-16 ms per 640x640 item here against 0.6 ms: strided iteration, and two OpenMP threads
         # fighting for a busy core.)
-        out = torch.empty((len(images), *first.shape[1:], first.shape[0]), dtype=first.dtype)
+        shape = (len(images), *first.shape[1:], first.shape[0])
+        if torch.utils.data.get_worker_info() is not None:
+            storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+            out = first.new(storage).resize_(shape)
+        else:
+            out = torch.empty(shape, dtype=first.dtype)
         slots = out.numpy()
         for k, image in enumerate(images):
             slots[k] = image.permute(1, 2, 0).numpy()

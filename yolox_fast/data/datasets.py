@@ -156,6 +156,23 @@ class DetectionDataset(torch.utils.data.Dataset):
             record.height, record.width = self._read(i).shape[:2]
         return record.height, record.width
 
+    def known_image_size(self, i: int) -> tuple[int, int] | None:
+        """``(height, width)`` of image ``i`` when known without decoding it (from the annotations, the RAM cache or
+        an earlier decode), else None."""
+        record = self.records[i]
+        if record.height is not None and record.width is not None:
+            return record.height, record.width
+        if self._cache is not None:
+            return self._cache[i].shape[:2]
+        return None
+
+    def image_id(self, i: int) -> int:
+        return self.records[i].image_id
+
+    def load_image(self, i: int) -> np.ndarray:
+        """Image ``i``: BGR uint8 ``[H, W, 3]`` (the RAM cache's array when cached: do not modify it)."""
+        return self._read(i)
+
     def load_targets(self, i: int) -> np.ndarray:
         """float32 ``[N, 5]`` = ``(x1, y1, x2, y2, class_index)`` in pixels of image ``i``."""
         return self._targets(self.records[i], *self.image_size(i))
@@ -231,6 +248,8 @@ class DetectionDataset(torch.utils.data.Dataset):
                     f"say {record.width}x{record.height}"
                 )
             img = raw
+        elif record.height is None:  # remembered: later mosaics can place this image without decoding it
+            record.height, record.width = img.shape[:2]
         return img
 
     @staticmethod
