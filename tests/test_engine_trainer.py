@@ -319,3 +319,18 @@ def test_training_step_assigns_without_value_checks(tmp_path):
         assert assigner.check_values is False
     finally:
         trainer.close()
+
+
+def test_seed_worker_runs_opencv_sequentially():
+    """In a DataLoader worker OpenCV gets one thread (the workers are the parallelism), as in the official trainer."""
+    import cv2
+
+    from yolox_fast.engine.trainer import seed_worker
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        seed_worker(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,14 +48,17 @@ def seed_everything(seed: int) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed Python and NumPy from the worker's torch seed.
+    """DataLoader ``worker_init_fn``: seed Python and NumPy from the worker's torch seed; OpenCV sequential.
 
     torch gives each worker ``base_seed + worker_id``, with ``base_seed`` drawn from the main
     process's torch generator (saved in checkpoints), so augmentation is reproducible for a seed.
+    Each worker already is one of several processes: OpenCV's own thread pool (one thread per core by
+    default) would oversubscribe the cores, so workers run it sequentially, as the official trainer does.
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    cv2.setNumThreads(0)
 
 
 def resize_batch(
