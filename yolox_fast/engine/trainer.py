@@ -428,8 +428,9 @@ class Trainer:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict.
 
         On a GPU the step queues without a host sync (tested under ``torch.cuda.set_sync_debug_mode``) with
-        bf16 AMP; with fp16 the grad scaler's inf check is one, by design. The loop adds one every
-        ``log_interval`` steps, to read the loss means.
+        bf16 AMP. With fp16 the grad scaler's inf check was one; the fused SGD (``engine/optim.py``) takes the
+        scaler's inf flag on the device instead, so that sync should be gone too (not yet run on a GPU). The
+        loop adds one every ``log_interval`` steps, to read the loss means.
         """
         # uint8 crosses to the device (4x less than float32); the conversion runs there, keeping the layout.
         if labels.device.type == "cpu":
