@@ -19,7 +19,9 @@ conversion, forward with the loss, backward, SGD step, EMA update). Providers si
 
 ``extra_info`` holds the milliseconds per step and, for the two real steps, the share of each stage
 (input transfer and conversion, model forward, assignment, loss, backward, optimiser step and EMA)
-from one instrumented step. A summary with the ratios is printed at the end of the run.
+from one instrumented step; for float32 steps also the FLOPs per step (convolutions and matmuls, forward and
+backward) and the share of this machine's float32 GEMM rate the step runs at (how close it is to the
+hardware's pace). A summary with the ratios is printed at the end of the run.
 
 Data-pipeline group (CPU, one process, one thread for torch and OpenCV, yolox-s settings at 640: mosaic,
 mixup, HSV, flip, affine; items collated in batches of 8): items per second of ``official-style``
@@ -56,6 +58,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO128 = DATA / "coco128"
 WEIGHTS = {"yolox-nano": DATA / "weights" / "yolox_nano_calib.pth"}
 CPU_CASES = {"yolox-nano": (416, 8), "yolox-s": (640, 4)}
+STEP_TARGETS = {"yolox-nano": 2.1, "yolox-s": 1.35}  # fast vs official-style on the CPU (issue 11)
 GPU_CASE = ("yolox-s", 640, 16)
 NUM_BATCHES, ROUNDS = 2, 5  # train step: 5 timed rounds (3 left the official-style median swinging by 20%)
 # Data pipeline: 32 items a round, a warm-up round and 3 timed ones: together one pass over coco128's 128 images.
@@ -65,6 +68,7 @@ pytestmark = pytest.mark.skipif(not (COCO128 / "annotations" / "instances_train2
                                 reason=f"coco128 not found under {COCO128}")
 
 _RESULTS: dict[str, dict[str, float]] = {}  # group -> provider -> seconds per step (median) or items/s
+_FLOP_PACE: dict[str, dict[str, tuple]] = {}  # group -> provider -> (FLOPs per step, share of GEMM rate, rate)
 
 
 class OfficialStyleLoss(torch.nn.Module):
@@ -193,6 +197,36 @@ def model_only_step(trainer: Trainer):
     return step
 
 
+_GEMM_RATE: dict[str, float] = {}  # device -> float32 matrix-multiply FLOP/s, measured once per session
+
+
+def gemm_rate(device: torch.device) -> float:
+    """This machine's float32 GEMM rate in FLOP/s (a 4096^3 matmul, median of 5): the pace a convolutional
+    network's fp32 step can at best approach, since its convolutions run as GEMM-like kernels."""
+    if device.type not in _GEMM_RATE:
+        sync = _sync_for(device)
+        a, b = (torch.randn(4096, 4096, device=device) for _ in range(2))
+        a @ b
+        sync()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            sync()
+            times.append(time.perf_counter() - start)
+        _GEMM_RATE[device.type] = 2 * 4096**3 / float(np.median(times))
+    return _GEMM_RATE[device.type]
+
+
+def step_flops(step) -> float:
+    """FLOPs of one step, convolutions and matmuls (torch.utils.flop_counter), forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
 def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_path, device="cpu", amp=False):
     official = provider == "official-style"
     group = f"train-step {model} {size} b{batch} {device}{' amp' if amp else ''}"
@@ -217,10 +251,16 @@ def run_step_benchmark(benchmark, record_env, provider, model, size, batch, tmp_
 
     step()  # warm-up: first-call allocations, oneDNN primitive creation, cuDNN autotuning
     stages = {} if provider.startswith("model-only") else stage_times(trainer, *batches[0])
+    flops = step_flops(step) if not amp else 0.0
     benchmark.pedantic(step, rounds=ROUNDS, iterations=1)
     trainer.close()
     median = benchmark.stats.stats.median
     _RESULTS.setdefault(group, {})[provider] = median
+    if flops:  # how close the fp32 step comes to the machine's GEMM pace
+        gemm = gemm_rate(trainer.device)
+        _FLOP_PACE.setdefault(group, {})[provider] = (flops, flops / median / gemm, gemm)
+        benchmark.extra_info.update(gflop_per_step=flops / 1e9, gflop_per_s=flops / median / 1e9,
+                                    share_of_gemm_rate=flops / median / gemm)
     total = sum(stages.values()) or 1.0
     record_env(device)
     benchmark.extra_info.update({
@@ -312,6 +352,16 @@ def print_summary(request):
                 if "fast" in res and f"model-only-{layout}" in res:
                     overhead = res["fast"] / res[f"model-only-{layout}"] - 1
                     lines.append(f"    fast over model-only-{layout}: {100 * overhead:+.1f}%")
+            pace = _FLOP_PACE.get(group, {})
+            if "fast" in pace:
+                flops, share, gemm = pace["fast"]
+                lines.append(f"    fast: {flops / 1e9:.1f} GFLOP per step at {100 * share:.0f}% of this machine's "
+                             f"float32 GEMM rate ({gemm / 1e9:.0f} GFLOP/s)")
+                target = STEP_TARGETS.get(group.split()[1])
+                if "official-style" in res and target:
+                    need = flops / (res["official-style"] / target) / gemm
+                    lines.append(f"    a step {target}x the official-style one (issue 11's target) would need "
+                                 f"{100 * need:.0f}% of it")
         else:
             lines.append(f"  {group}: " + ", ".join(f"{k} {v:.1f}" for k, v in res.items()))
             if "official-style decode" in res and "fast decode" in res:
