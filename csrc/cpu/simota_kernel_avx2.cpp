@@ -1,6 +1,6 @@
 // AVX2 + FMA versions of the SimOTA inner loops (see simota_loops.h).
 //
-// This whole file is compiled for AVX2 (the pragma below), so nothing here may run before the
+// This whole file is compiled for AVX2 (isa_avx2_begin.h), so nothing here may run before the
 // run-time check in simota_kernel.cpp. It includes only at::vec and the shared math, and defines its
 // functions in an ISA-named namespace, so no inline function of another file gets an AVX2 copy.
 //
@@ -9,30 +9,14 @@
 // 7.1 ms with the scalar libm ones (ATEN_CPU_CAPABILITY=default).
 #include "simota_loops.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(YOLOX_FAST_NO_AVX2)
+#include "isa.h"
+
+#if defined(YF_X86_ISA_FILES) && !defined(YOLOX_FAST_NO_AVX2)
 #define YF_SIMOTA_AVX2 1
 #endif
 
 #ifdef YF_SIMOTA_AVX2
-#pragma GCC diagnostic ignored "-Wunknown-pragmas"  // at::vec's `#pragma unroll`
-#pragma GCC diagnostic ignored "-Wpsabi"  // __m256 returns of at::vec's inline helpers, all inside this file
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
-#ifndef CPU_CAPABILITY_AVX2
-#define CPU_CAPABILITY_AVX2
-#endif
-#undef CPU_CAPABILITY
-#define CPU_CAPABILITY AVX2
-// GCC's target pragma does not define the ISA macros, and sleef.h declares its 8-lane functions
-// only under __AVX__ (setup.py builds every file with the same flags, so no -mavx2 here).
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
+#include "isa_avx2_begin.h"
 
 #include <ATen/cpu/vec/vec.h>
 #include <math.h>
@@ -249,11 +233,7 @@ const Loops kLoops{"avx2",      &sigmoid,          &bce_sum,          &top_ious,
 }  // namespace simota_cpu
 }  // namespace yolox_fast
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "isa_end.h"
 
 namespace yolox_fast {
 namespace simota_cpu {
