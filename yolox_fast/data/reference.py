@@ -16,12 +16,12 @@ import numpy as np
 from .preprocess import letterbox
 from .transforms import (
     flip_boxes,
+    labels_or_fallback,
     mixup_partner_boxes,
     mixup_partner_canvas,
     mosaic,
     random_affine,
     resize_to_fit,
-    train_labels,
     visible_fraction,
 )
 
@@ -90,11 +90,7 @@ def train_transform_reference(img: np.ndarray, targets: np.ndarray, rng: np.rand
         img = img[:, ::-1]
         boxes = flip_boxes(boxes, img.shape[1])
     canvas, r = letterbox(img, input_size)
-    labels, any_kept = train_labels(targets, boxes, r, min_box_size, max_labels)
-    if not any_kept:
-        canvas, r = letterbox(original, input_size)
-        labels, _ = train_labels(targets, targets[:, :4], r, 0.0, max_labels)
-    return canvas, labels
+    return labels_or_fallback(canvas, r, targets, boxes, original, input_size, min_box_size, max_labels)
 
 
 def official_train_item(aug, index: int):

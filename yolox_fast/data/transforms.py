@@ -420,6 +420,20 @@ def train_labels(targets: np.ndarray, boxes: np.ndarray, r: float, min_box_size:
     return labels, bool(len(kept))
 
 
+def labels_or_fallback(canvas: np.ndarray, r: float, targets: np.ndarray, boxes: np.ndarray, untouched: np.ndarray,
+                       input_size: tuple[int, int], min_box_size: float, max_labels: int):
+    """``TrainTransform``'s last step: the labels of ``canvas`` (:func:`train_labels` of ``boxes`` at scale ``r``).
+
+    When the size filter drops every box, the official fallback: ``untouched`` (the image before HSV and flip)
+    letterboxed, with the boxes of ``targets`` of positive size. Returns ``(canvas, labels)``.
+    """
+    labels, any_kept = train_labels(targets, boxes, r, min_box_size, max_labels)
+    if any_kept:
+        return canvas, labels
+    canvas, r = letterbox(untouched, input_size)
+    return canvas, train_labels(targets, targets[:, :4], r, 0.0, max_labels)[0]
+
+
 def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     """xyxy ``boxes`` mirrored in an image ``width`` pixels wide (a new array)."""
     flipped = boxes.copy()
@@ -457,8 +471,4 @@ def train_transform(img: np.ndarray, targets: np.ndarray, rng: np.random.Generat
         canvas, r = out, 1.0  # letterbox at scale 1: cv2.resize to the same size is a copy, nothing is padded
     else:
         canvas, r = letterbox(out, input_size)
-    labels, any_kept = train_labels(targets, boxes, r, min_box_size, max_labels)
-    if not any_kept:
-        canvas, r = letterbox(img, input_size)
-        labels, _ = train_labels(targets, targets[:, :4], r, 0.0, max_labels)
-    return canvas, labels
+    return labels_or_fallback(canvas, r, targets, boxes, img, input_size, min_box_size, max_labels)
