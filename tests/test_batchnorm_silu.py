@@ -173,6 +173,9 @@ def test_bad_arguments_name_the_problem():
     for x, message in cases:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
             op(x, *args)
+    strided_weight = torch.ones(8)[::2]  # [4] but every other float: the loops read C consecutive floats
+    with pytest.raises(ValueError, match="weight must be contiguous"):
+        op(torch.randn(2, 4, 3, 3).contiguous(memory_format=CL), strided_weight, *args[1:])
     before = bn.running_mean.clone()
     with pytest.raises(ValueError):
         op(torch.randn(2, 4, 3, 3), *args)

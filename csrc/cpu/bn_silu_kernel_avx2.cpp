@@ -1,8 +1,8 @@
 // AVX2 + FMA versions of the fused BatchNorm + SiLU loops (see bn_silu_loops.h).
 //
 // Compiled for AVX2 (isa_avx2_begin.h), as simota_kernel_avx2.cpp is, so nothing here may run
-// before the run-time check in bn_silu_kernel.cpp. Why: at::vec's AVX2 exp (Sleef) is what PyTorch's
-// own silu uses; the generic Vectorized of the baseline build calls scalar libm per lane.
+// before the run-time check in bn_silu_kernel.cpp. Why: at::vec's AVX2 exp runs 8 lanes at a time; the
+// generic Vectorized of the baseline build calls scalar libm per lane.
 #include "bn_silu_loops.h"
 
 #include "isa.h"

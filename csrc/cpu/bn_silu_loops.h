@@ -3,8 +3,8 @@
 //
 // bn_silu_kernel.cpp includes bn_silu_loops_impl.h for the baseline ISA (at::vec's generic Vectorized,
 // scalar libm), bn_silu_kernel_avx2.cpp and bn_silu_kernel_avx512.cpp for AVX2 + FMA and AVX-512 (at::vec's
-// Vectorized of that ISA, Sleef exp, as PyTorch's own silu); the kernel picks the one matching PyTorch's
-// own CPU capability at run time, as the SimOTA op does (simota_loops.h).
+// Vectorized of that ISA); the kernel picks the one matching PyTorch's own CPU capability at run time, as
+// the SimOTA op does (simota_loops.h).
 //
 // Every loop works on a channels-last block of `rows` rows of `C` floats (row r, channel c at
 // x[r * C + c]); per-channel parameters are arrays of C floats. No c10 types cross the ISA boundary.
@@ -20,7 +20,8 @@ struct Loops {
   // sum[c] += sum_r (x - pivot[c]), sumsq[c] += sum_r (x - pivot[c])^2 (float partials over a few rows,
   // accumulated in double: the shift keeps E[d^2] - E[d]^2 free of cancellation when |mean| >> std)
   void (*stats)(const float* x, int64_t rows, int64_t C, const float* pivot, double* sum, double* sumsq);
-  // y = silu(x * alpha[c] + beta[c]), silu(z) = z / (1 + exp(-z)) (PyTorch's formula)
+  // y = silu(x * alpha[c] + beta[c]), silu(z) = z / (1 + exp(-z)) (PyTorch's formula; exp as in
+  // bn_silu_loops_impl.h)
   void (*forward)(const float* x, int64_t rows, int64_t C, const float* alpha, const float* beta, float* y);
   // The SiLU gradient gz = gy * s * (1 + z * (1 - s)) (PyTorch's silu_backward), z = x * alpha[c] + beta[c]
   // (bit for bit the forward's z), s = 1 / (1 + exp(-z)); accumulates sum_gz[c] += sum_r gz and

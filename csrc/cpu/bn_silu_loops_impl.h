@@ -10,7 +10,11 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kW = Vec::size();
 constexpr int64_t kFlushRows = 32;
 
+// exp_u20: at::vec's faster exp (a few ulp, against 1 for exp()); the results stay within the float64-bounded
+// tolerance of tests/test_batchnorm_silu.py, and on the dev CPU (one thread, yolox-nano's stem) the backward
+// took 6.2 ms against 7.9 ms and the forward 3.5 ms against 3.7 ms with exp().
 inline Vec silu(const Vec& z) { return z / (Vec(1.0f) + z.neg().exp_u20()); }
+inline Vec sigmoid(const Vec& z) { return Vec(1.0f) / (Vec(1.0f) + z.neg().exp_u20()); }
 
 inline void add_to_double(const Vec& v, double* acc, int64_t count) {
   alignas(64) float lanes[kW];
@@ -62,7 +66,7 @@ void backward_stats(const float* gy, const float* x, int64_t rows, int64_t C, co
       for (int64_t r = r0; r < r1; ++r) {
         const Vec xv = Vec::loadu(x + r * C + c, n);
         const Vec z = xv * a + b;
-        const Vec sig = one / (one + z.neg().exp_u20());
+        const Vec sig = sigmoid(z);
         const Vec g = Vec::loadu(gy + r * C + c, n) * sig * (one + z * (one - sig));
         s = s + g;  // lanes >= n: gy loads as 0, so g is 0 there
         d = d + g * (xv - m);
@@ -84,7 +88,7 @@ void backward_input(const float* gy, const float* x, int64_t rows, int64_t C, co
       const int64_t n = C - c < kW ? C - c : kW;
       const Vec xv = Vec::loadu(xr + c, n);
       const Vec z = xv * Vec::loadu(alpha + c, n) + Vec::loadu(beta + c, n);
-      const Vec sig = one / (one + z.neg().exp_u20());
+      const Vec sig = sigmoid(z);
       const Vec g = Vec::loadu(gr + c, n) * sig * (one + z * (one - sig));
       const Vec v = (g - Vec::loadu(mean_gz + c, n) - (xv - Vec::loadu(mean + c, n)) * Vec::loadu(k + c, n)) *
                     Vec::loadu(scale + c, n);
