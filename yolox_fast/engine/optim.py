@@ -50,4 +50,4 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_d
             p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
             for p in params
         )
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused or None)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)

@@ -27,6 +27,7 @@ from ..data.augment import collate
 from ..models import build_yolox, load_official_weights
 from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint
 from ..models.layout import use_channels_last
+from ..ops.batchnorm_silu import fused_batch_norm_silu_available
 from . import distributed as dist_utils
 from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig, save_config_file
@@ -421,8 +422,10 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def _fused_bn_silu_applies(self) -> bool:
-        """Whether training runs the fused BatchNorm + SiLU op (ops/batchnorm_silu.py): CPU, float32, channels_last."""
-        return self.cfg.cpu_fusions and self.device.type == "cpu" and self.channels_last and not self.use_amp
+        """Whether training runs the fused BatchNorm + SiLU op (ops/batchnorm_silu.py): built, CPU, float32,
+        channels_last (the batches' conditions of ``fused_batch_norm_silu_applies``, known before the first step)."""
+        return (self.cfg.cpu_fusions and fused_batch_norm_silu_available() and self.device.type == "cpu"
+                and self.channels_last and not self.use_amp)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step on a batch (``images [B, 3, H, W]``, ``labels [B, N, 5]``); returns the loss dict.

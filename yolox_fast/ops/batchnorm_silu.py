@@ -69,6 +69,11 @@ class _BatchNormSiLUFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
+def fused_batch_norm_silu_available() -> bool:
+    """Whether the compiled op is there (``yolox_fast._C`` built with ``batch_norm_silu_train``)."""
+    return _AVAILABLE
+
+
 def fused_batch_norm_silu_applies(x: torch.Tensor, bn: nn.BatchNorm2d) -> bool:
     """Whether :func:`batch_norm_silu` takes the fused op for this input and module.
 
