@@ -77,7 +77,7 @@ def _onnx(name: str, size: int, tmp_dir: Path):
     key = (name, size)
     if key not in _ONNX:
         from yolox_fast.deploy.onnx_export import export_onnx
-        from yolox_fast.runtime import OnnxModel
+        from yolox_fast.deploy.onnx_runtime import OnnxModel
 
         path = tmp_dir / f"{name}-{size}.onnx"
         export_onnx(_model(name), path, size, conf=CONF, nms_thre=NMS, max_det=MAX_DET)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.gpu_targets import GPU_ONLY
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.triton_support import triton_unavailable
 

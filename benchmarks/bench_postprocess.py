@@ -35,7 +35,7 @@ import pytest
 import torch
 
 from benchmarks.gpu_targets import GPU_ONLY, gpu_target_applies
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 from yolox_fast.ops import anchor_grid_for_input, batched_nms, postprocess, reference
 
 try:

@@ -25,7 +25,7 @@ hardware's pace). A summary with the ratios is printed at the end of the run.
 
 Data-pipeline group (CPU, one process, one thread for torch and OpenCV, yolox-s settings at 640: mosaic,
 mixup, HSV, flip, affine; items collated in batches of 8): items per second of ``official-style``
-(:func:`yolox_fast.data.reference.official_train_item`: the official order of operations and arithmetic, every
+(:func:`official_pipeline.official_train_item`: the official order of operations and arithmetic, every
 tile decoded, float32 CHW items, float stacking) and of the fast :class:`yolox_fast.data.TrainAugmentDataset`
 (the same pixels and labels, tested), each without and with the RAM cache.
 
@@ -302,7 +302,7 @@ def test_train_step_gpu(benchmark, record_env, provider, tmp_path):
 @pytest.mark.parametrize("provider", ["official-style", "fast"])
 def test_data_pipeline(benchmark, record_env, provider, cache):
     from yolox_fast.data import TrainAugmentDataset, collate
-    from yolox_fast.data.reference import official_train_item
+    from official_pipeline import official_train_item
 
     aug = TrainAugmentDataset(coco128_base(cache), input_size=640, mosaic_prob=1.0, mixup_prob=1.0, seed=0)
     counter = iter(range(10**9))

@@ -5,7 +5,7 @@ Four kernels, all launched with fixed grids (no host sync, fixed-size outputs):
 1. ``_simota_candidates_kernel`` (image, block of anchors): the candidate flag of every anchor (inside
    some real GT's box or centre square);
 2. ``_simota_bce_sum_kernel`` (image, block of anchors): ``S_u = sum_c -max(log1p(-p_c), -100)`` for the
-   candidate anchors only (DESIGN.md section 1), so no kernel ever holds a [G, A, C] tensor;
+   candidate anchors only (docs/design.md), so no kernel ever holds a [G, A, C] tensor;
 3. ``_simota_select_kernel`` (image, GT): one pass over the anchors keeping the 10 largest candidate
    IoUs (-> dynamic k) and the 10 cheapest candidates by (cost, anchor index); the first k are the GT's
    picks, counted per anchor with atomics (count, highest taker);

@@ -14,7 +14,7 @@ fi
 "$PY" -m pip install --quiet setuptools wheel ninja pybind11
 "$PY" -m pip install --quiet -e ".[dev]" --no-build-isolation
 "$PY" - <<'PY'
-import torch, yolox_fast._extension as ext
+import torch, yolox_fast.ops._extension as ext
 print(f"yolox_fast installed: torch {torch.__version__}, C++ ops {'yes' if ext.extension_loaded() else 'NO'}, "
       f"CUDA ops {'yes' if ext.cuda_built() else 'no'}, GPU {'yes' if torch.cuda.is_available() else 'no'}")
 PY

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 
 
 def _cuobjdump() -> str | None:

@@ -338,12 +338,12 @@ def test_yolo_zero_size_box_skipped_and_missing_labels_dir_raises(tmp_path):
 
 # -- transforms ------------------------------------------------------------------------------------
 def test_augment_hsv_matches_official_int16_arithmetic():
-    from yolox_fast.data.reference import augment_hsv_reference
+    from official_pipeline import augment_hsv_reference
 
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     for seed in range(6):
         ours = T.augment_hsv(img, np.random.default_rng(seed))
-        # The official formula (data/reference.py), with the same draws.
+        # The official formula (tests/official_pipeline.py), with the same draws.
         np.testing.assert_array_equal(ours, augment_hsv_reference(img, np.random.default_rng(seed)))
 
 

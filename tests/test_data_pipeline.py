@@ -1,5 +1,5 @@
 """The training augmentation: the fast steps give the official pixels (whole items against the official order of
-operations, :func:`yolox_fast.data.reference.official_train_item`), and the sampled parameters follow the
+operations, :func:`official_pipeline.official_train_item`), and the sampled parameters follow the
 official distributions.
 
 Distributions: every random draw of the real pipeline (``TrainAugmentDataset.__getitem__`` on real data)
@@ -23,7 +23,7 @@ import torch
 
 from yolox_fast.data import COCODetection, TrainAugmentDataset, YOLODetection, make_synthetic_dataset
 from yolox_fast.data import transforms as T
-from yolox_fast.data.reference import augment_hsv_reference, mixup_reference, official_train_item
+from official_pipeline import augment_hsv_reference, mixup_reference, official_train_item
 
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128"
 

@@ -64,7 +64,7 @@ def _subset(coco128, tmp_path: Path, n: int) -> tuple[Path, Path, list[dict]]:
 
 
 def test_coco128_matches_official_nano(nano_model, coco128):
-    """The released YOLOX-Nano on coco128 at 416, conf 0.01, class-aware NMS 0.65 (DESIGN/README facts)."""
+    """The released YOLOX-Nano on coco128 at 416, conf 0.01, class-aware NMS 0.65 (docs/design.md and the shared data's README)."""
     image_dir, ann_file = coco128
     stats = evaluate_coco(nano_model, image_dir, ann_file, img_size=416, conf=0.01, nms=0.65, batch_size=8)
     assert stats["AP"] == pytest.approx(0.3328, abs=0.002)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from simota_inputs import random_simota_batch
 
-from yolox_fast import SimOTAAssigner, _extension
+from yolox_fast import SimOTAAssigner
+from yolox_fast.ops import _extension
 from yolox_fast.ops import backends, simota
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.nms import batched_nms, nms

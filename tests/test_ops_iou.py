@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 from yolox_fast.ops import backends, reference
 from yolox_fast.ops.iou import pairwise_iou
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 from yolox_fast.ops import backends, batched_nms, nms, reference
 
 try:

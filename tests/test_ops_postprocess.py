@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolox_fast import _extension
+from yolox_fast.ops import _extension
 from yolox_fast.ops import anchor_grid_for_input, backends, padded_to_list, postprocess, postprocess_padded, reference
 from yolox_fast.ops.postprocess import _postprocess_image_spec
 

@@ -16,7 +16,7 @@ import torch
 from conftest import DEMO_PHOTOS
 
 from yolox_fast import Detector
-from yolox_fast.coco_classes import COCO_CLASSES
+from yolox_fast.data.coco_classes import COCO_CLASSES
 from yolox_fast.data import preprocess, read_image
 from yolox_fast.deploy.onnx_export import export_onnx
 from yolox_fast.ops import postprocess

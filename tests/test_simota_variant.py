@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_variants_are_the_design_table():
-    """DESIGN.md section 1: the seed's SimOTA (released weights) and the 2023 upstream one."""
+    """docs/design.md: the seed's SimOTA (released weights) and the 2023 upstream one."""
     assert SEED == SimOTAVariant(center_radius=2.5, candidates="box_or_center", penalty=1e5)
     assert CENTER == SimOTAVariant(center_radius=1.5, candidates="center", penalty=1e6)
     assert VARIANTS == {"seed": SEED, "center": CENTER} and DEFAULT_VARIANT == "seed"

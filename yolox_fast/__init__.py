@@ -8,7 +8,7 @@ Public API::
 
 from __future__ import annotations
 
-from .assigner import AssignResult, SimOTAAssigner
+from .models.assigner import AssignResult, SimOTAAssigner
 from .ops.postprocess import postprocess
 
 __version__ = "0.1.0"
@@ -23,7 +23,7 @@ def __getattr__(name: str):
 
         return evaluate_coco
     if name == "Detector":
-        from .detector import Detector
+        from .inference.detector import Detector
 
         return Detector
     raise AttributeError(f"module 'yolox_fast' has no attribute {name!r}")

@@ -85,7 +85,7 @@ def _main(argv: list[str]) -> int:
     from .models.checkpoint import load_model
 
     if args.onnx:  # the exported model brings its input size (and, with NMS in the graph, its thresholds)
-        from .runtime import OnnxModel
+        from .deploy.onnx_runtime import OnnxModel
 
         model = OnnxModel(args.onnx, device=device, threads=args.threads)
         model.check_settings(args.conf, args.nms, args.class_agnostic)

@@ -100,8 +100,8 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     import cv2
     import torch
 
-    from .data.sources import frame_count, read_frames, resolve_sources
-    from .detector import Detector, resolve_device
+    from .inference.sources import frame_count, read_frames, resolve_sources
+    from .inference.detector import Detector, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

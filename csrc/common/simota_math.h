@@ -3,7 +3,7 @@
 // Every function mirrors yolox_fast/ops/reference.py (candidate_masks, simota_cost,
 // dynamic_k_matching) operation by operation and in float32, so that with FMA contraction off (see
 // setup.py) the candidate tests, IoUs and dynamic k agree bit for bit with the reference. The
-// classification cost uses the per-anchor BCE-sum identity of DESIGN.md section 1,
+// classification cost uses the per-anchor BCE-sum identity of docs/design.md,
 //
 //   sum_c BCE(p_c, onehot_g) = S_u - L1(p_g) + Lp(p_g),   S_u = sum_c L1(p_c),
 //

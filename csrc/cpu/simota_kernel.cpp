@@ -17,7 +17,7 @@
 //   A=8400): ~250 exact costs per fallback GT out of ~7000 candidates.
 // * Conflicts (an anchor taken by several GTs) go to the argmin over ALL GTs of the image; again the
 //   geometry pairs decide it unless every one of them is above penalty / 2.
-// * The per-anchor BCE sum S_u (DESIGN.md section 1) is computed only for the anchors some cost or
+// * The per-anchor BCE sum S_u (docs/design.md) is computed only for the anchors some cost or
 //   bound needs: anchors with a geometry pair or an exact fallback cost, and the candidates of an
 //   image whose fallback GTs need the bound.
 //

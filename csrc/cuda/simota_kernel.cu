@@ -1,7 +1,7 @@
 // SimOTA assignment on the GPU: four kernels on the current stream, no host sync, fixed-size outputs.
 //
 //   1. candidates_kernel  (thread per anchor, GTs staged in shared memory): candidate flags;
-//   2. bce_sum_kernel     (warp per candidate anchor): S_u = sum_c L1(p_c) (DESIGN.md section 1), so no
+//   2. bce_sum_kernel     (warp per candidate anchor): S_u = sum_c L1(p_c) (docs/design.md), so no
 //                         [G, A, C] tensor exists anywhere;
 //   3. select_kernel      (block per (image, GT)): every thread keeps its 10 largest candidate IoUs and
 //                         10 cheapest (cost, anchor) pairs while striding over the anchors; 10 rounds

@@ -11,7 +11,7 @@ Conventions: images are BGR uint8 ``[H, W, 3]``; ``targets`` are float ``[N, 5]`
 
 Speed (640 input, one thread; measured with ``time.process_time``): the training pipeline's functions
 (:func:`mosaic_affine`, :func:`mixup`, :func:`augment_hsv`, :func:`train_transform`) give the pixels of the
-official order of operations (:mod:`yolox_fast.data.reference`; tests compare them exactly) with less work:
+official order of operations (tests/official_pipeline.py; tests compare them exactly) with less work:
 nothing outside the part of the mosaic canvas that the affine warp reads is filled or decoded, work arrays are
 reused (:func:`scratch`), and the blend and colour steps stay in uint8.
 """

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_write
+from ..files.atomic import atomic_write
 from ..ops import reference
 from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input
 
-#: Metadata key holding the export settings as JSON (read back by :mod:`yolox_fast.runtime`).
+#: Metadata key holding the export settings as JSON (read back by :mod:`yolox_fast.deploy.onnx_runtime`).
 METADATA_KEY = "yolox_fast"
 #: Lowest supported opset (GreaterOrEqual, batch_dims of GatherND, NonMaxSuppression all predate it).
 MIN_OPSET = 17

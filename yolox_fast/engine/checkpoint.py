@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..files.atomic import atomic_write
 from ..models.checkpoint import CheckpointError, load_checkpoint_file
 
 FORMAT = "yolox_fast.train/1"

@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..files.atomic import atomic_write
 
 #: Loss terms shown in the bar and written to results.csv, in this order.
 LOSS_KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss", "num_fg")

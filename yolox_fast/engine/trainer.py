@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..assigner import SimOTAAssigner
+from ..models.assigner import SimOTAAssigner
 from ..data.augment import collate
 from ..models import build_yolox, load_official_weights
 from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint

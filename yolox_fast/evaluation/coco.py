@@ -273,7 +273,7 @@ class COCOEvaluator:
         """Run ``model`` over the split; COCO results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
         "score"}]`` in original-image pixels.
 
-        ``model`` may also be an exported model in ONNX Runtime (:class:`yolox_fast.runtime.OnnxModel`):
+        ``model`` may also be an exported model in ONNX Runtime (:class:`yolox_fast.deploy.onnx_runtime.OnnxModel`):
         see :meth:`predict_onnx`.
 
         The model runs in eval mode under ``torch.no_grad``; every module's train/eval flag is restored
@@ -334,9 +334,9 @@ class COCOEvaluator:
         return results
 
     def predict_onnx(self, onnx_model) -> list[dict]:
-        """:meth:`predict` for a :class:`yolox_fast.runtime.OnnxModel` (same images, preprocessing and
+        """:meth:`predict` for a :class:`yolox_fast.deploy.onnx_runtime.OnnxModel` (same images, preprocessing and
         results format). A graph with NMS brings its own thresholds (``conf`` may only be higher, see
-        :meth:`~yolox_fast.runtime.OnnxModel.check_settings`); a prediction graph is postprocessed here
+        :meth:`~yolox_fast.deploy.onnx_runtime.OnnxModel.check_settings`); a prediction graph is postprocessed here
         with ``conf``/``nms`` and no detection limit, exactly as a PyTorch model."""
         if onnx_model.num_classes != self.num_classes:
             raise ValueError(f"the ONNX model predicts {onnx_model.num_classes} classes but the annotation file has "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..coco_classes import COCO_CLASSES
+from ..data.coco_classes import COCO_CLASSES
 from .yolox import PRESETS, YOLOX, build_yolox, canonical_name
 
 #: The first class-prediction convolution: its output channels are the class count.

@@ -67,7 +67,7 @@ class YOLOXHead(nn.Module):
             self.obj_preds.append(nn.Conv2d(hidden, 1, 1, 1, 0))
 
         if assigner is None:
-            from ..assigner import SimOTAAssigner
+            from .assigner import SimOTAAssigner
 
             assigner = SimOTAAssigner(num_classes)
         self.loss = YOLOXLoss(num_classes, assigner)

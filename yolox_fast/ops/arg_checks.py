@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _extension
+from . import _extension
 
 #: op -> the name of its rule in ``torch.ops.yolox_fast``.
 RULES = {

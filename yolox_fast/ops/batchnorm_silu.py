@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import _extension
+from . import _extension
 
 
 def batch_norm_silu_reference(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:

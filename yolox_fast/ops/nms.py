@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _extension
+from . import _extension
 from . import backends, reference
 from .arg_checks import check_args
 from .triton_support import triton_unavailable

@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _extension
+from . import _extension
 from . import backends, reference
 from .anchors import anchor_grid_for_input
 from .arg_checks import check_args

@@ -1,6 +1,6 @@
 """The readable pure-PyTorch specification of every hot path.
 
-Everything here follows the official YOLOX source step by step (see ``../shared/seed``), image by
+Everything here follows the official YOLOX source step by step (docs/design.md states the semantics), image by
 image, so that it can be read next to the paper. Every fast backend (C++ CPU, CUDA, Triton, batched
 torch) is tested against these functions. Nothing here is tuned for speed.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _extension
+from . import _extension
 from . import backends, reference
 from .arg_checks import check_args
 from .simota_torch import simota_assign_torch

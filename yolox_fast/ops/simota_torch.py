@@ -1,7 +1,7 @@
 """SimOTA batched over images in pure PyTorch: the backend that runs anywhere and compiles.
 
 No per-image or per-GT Python loop, no host sync, fixed-size outputs: ``torch.compile(fullgraph=True)``
-traces it. The classification cost uses the per-anchor BCE-sum identity of DESIGN.md section 1,
+traces it. The classification cost uses the per-anchor BCE-sum identity of docs/design.md,
 
     sum_c BCE(p[u, c], onehot(class_g)[c]) = S_u - L1(p[u, class_g]) + Lp(p[u, class_g]),
 

@@ -1,7 +1,7 @@
 """The SimOTA variants: the one definition of their names, radii, candidate rules and penalties.
 
 The released YOLOX weights were trained with the seed's SimOTA; upstream YOLOX changed the candidate
-region in January 2023 (DESIGN.md section 1). Everything that needs a variant (the reference, the
+region in January 2023 (docs/design.md). Everything that needs a variant (the reference, the
 backends and their op arguments, the assigner, the training config and CLI, the tests) imports it
 from here:
 

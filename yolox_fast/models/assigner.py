@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 import torch
 
-from .ops.arg_checks import check_args
-from .ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
+from ..ops.arg_checks import check_args
+from ..ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
 
 
 class AssignResult(NamedTuple):
@@ -136,7 +136,7 @@ class SimOTAAssigner:
                 gt_mask,
                 values=self._check_values_on(getattr(pred_boxes, "device", None)),
             )
-        from .ops.simota import run_simota_backend, simota_assign  # the dispatching wrappers
+        from ..ops.simota import run_simota_backend, simota_assign  # the dispatching wrappers
 
         # validate() has run the op's argument rule already: dispatch without running it again.
         fg, matched, iou = (run_simota_backend if validate else simota_assign)(

@@ -8,7 +8,7 @@
     for r in det("video.mp4"): ...                       # videos and cameras stream frame by frame
 
 Both backends share the preprocessing (:func:`yolox_fast.data.preprocess`) and give the same
-detections (:mod:`yolox_fast.runtime` for the ONNX side).
+detections (:mod:`yolox_fast.deploy.onnx_runtime` for the ONNX side).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .data.preprocess import preprocess
-from .data.sources import Frame, Source, read_ahead, read_frames, resolve_sources
+from ..data.preprocess import preprocess
+from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 from .results import Detections
-from .runtime import OnnxModel, PaddedResult, padded_from_torch
+from ..deploy.onnx_runtime import OnnxModel, PaddedResult, padded_from_torch
 
 DEFAULT_CONF, DEFAULT_NMS = 0.25, 0.45
 
@@ -46,8 +46,8 @@ class _TorchBackend:
     """A YOLOX nn.Module + :func:`yolox_fast.ops.postprocess_padded`."""
 
     def __init__(self, weights, model_name, img_size, device, prefer_ema=True):
-        from .models import PRESETS
-        from .models.checkpoint import load_model
+        from ..models import PRESETS
+        from ..models.checkpoint import load_model
 
         self.model, self.info = load_model(weights, model_name=model_name, prefer_ema=prefer_ema)
         self.device = torch.device(device)
@@ -63,7 +63,7 @@ class _TorchBackend:
         return f"{self.info.describe()} on {self.device}"
 
     def detect(self, batch: torch.Tensor, conf, nms, class_agnostic, max_det) -> PaddedResult:
-        from .ops import postprocess_padded
+        from ..ops import postprocess_padded
 
         with torch.inference_mode():
             pred = self.model(batch.to(self.device, memory_format=self.memory_format))
@@ -108,7 +108,7 @@ class Detector:
 
     Calling it:
 
-    * a BGR ``np.ndarray`` or an image path -> :class:`~yolox_fast.results.Detections`;
+    * a BGR ``np.ndarray`` or an image path -> :class:`~yolox_fast.inference.results.Detections`;
     * a list of images/paths, a folder or a glob -> a list of them (batched, read in a background thread);
     * a video path, a camera index, or any iterator of BGR frames -> a generator, one result per frame.
     """
@@ -174,7 +174,7 @@ class Detector:
 
     def detect_frames(self, frames: Iterable[Frame],
                       batch_size: int | None = None) -> Iterator[tuple[Frame, Detections | None]]:
-        """Batched detection over :class:`~yolox_fast.data.sources.Frame` items (read ahead in a thread).
+        """Batched detection over :class:`~yolox_fast.inference.sources.Frame` items (read ahead in a thread).
 
         Yields ``(frame, detections)`` in input order; ``detections`` is None for a frame that could not
         be decoded (``frame.error`` says why). ``detections.source`` is the frame's label.

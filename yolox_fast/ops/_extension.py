@@ -12,7 +12,7 @@ import warnings
 import torch
 
 try:
-    from . import _C  # noqa: F401  (registers the operators)
+    from yolox_fast import _C  # noqa: F401  (registers the operators; built next to the package root)
 
     _LOAD_ERROR: Exception | None = None
 except ImportError as exc:  # not built, or built against another torch

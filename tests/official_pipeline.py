@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .preprocess import letterbox
-from .transforms import (
+from yolox_fast.data.preprocess import letterbox
+from yolox_fast.data.transforms import (
     flip_boxes,
     labels_or_fallback,
     mixup_partner_boxes,

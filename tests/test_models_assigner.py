@@ -8,7 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from yolox_fast import SimOTAAssigner, _extension
+from yolox_fast import SimOTAAssigner
+from yolox_fast.ops import _extension
 from yolox_fast.ops import reference
 from yolox_fast.ops.anchors import anchor_grid_for_input
 from yolox_fast.ops.simota_variant import CENTER, SEED

@@ -1,4 +1,4 @@
-"""Prediction inputs (yolox_fast.data.sources): resolving paths, folders, globs, cameras; frames; read-ahead."""
+"""Prediction inputs (yolox_fast.inference.sources): resolving paths, folders, globs, cameras; frames; read-ahead."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from yolox_fast.data.sources import read_ahead, read_frames, resolve_sources
+from yolox_fast.inference.sources import read_ahead, read_frames, resolve_sources
 
 
 def test_resolve_sources(shared_data, tmp_path, monkeypatch):

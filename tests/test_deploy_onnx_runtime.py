@@ -1,4 +1,4 @@
-"""yolox_fast.runtime (ONNX Runtime) against the PyTorch path, and `python -m yolox_fast.eval --onnx`:
+"""yolox_fast.deploy.onnx_runtime (ONNX Runtime) against the PyTorch path, and `python -m yolox_fast.eval --onnx`:
 the coco128 AP of the exported model equals the PyTorch model's."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from test_export import SIZE, assert_same_detections, reference_outputs
 
 from yolox_fast.deploy.onnx_export import export_onnx
-from yolox_fast.runtime import OnnxModel
+from yolox_fast.deploy.onnx_runtime import OnnxModel
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""Drawing detections (yolox_fast.visualize)."""
+"""Drawing detections (yolox_fast.inference.drawing)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from yolox_fast.visualize import class_color, draw_detections
+from yolox_fast.inference.drawing import class_color, draw_detections
 
 
 def test_the_most_confident_label_is_drawn_on_top():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Detections:
 
     def plot(self, image: np.ndarray | None = None) -> np.ndarray:
         """A copy of ``image`` (default: the detected image) with the boxes, class names and scores drawn."""
-        from .visualize import draw_detections
+        from .drawing import draw_detections
 
         base = self.image if image is None else image
         if base is None:

@@ -9,7 +9,7 @@ names, whether NMS is in the graph) and returns the same fixed-size detections a
   ``--decode none``, after :func:`yolox_fast.ops.reference.decode_outputs`).
 
 Preprocessing is the PyTorch path's (:func:`yolox_fast.data.preprocess`): BGR, keep-ratio resize, top-left
-paste on 114, float32 0-255, NCHW. :class:`yolox_fast.detector.Detector` wraps both paths.
+paste on 114, float32 0-255, NCHW. :class:`yolox_fast.inference.detector.Detector` wraps both paths.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .deploy.onnx_export import INPUT_NAME, METADATA_KEY
+from .onnx_export import INPUT_NAME, METADATA_KEY
 
 
 class PaddedResult(NamedTuple):
@@ -186,8 +186,8 @@ class OnnxModel:
                 boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
             return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
 
-        from .ops import postprocess_padded, reference
-        from .ops.anchors import anchor_grid_for_input
+        from ..ops import postprocess_padded, reference
+        from ..ops.anchors import anchor_grid_for_input
 
         pred = torch.from_numpy(outputs[0])
         if not self.meta["decode"]:

@@ -1,0 +1,1 @@
+"""Writing outputs safely: atomic file writes (and, through the commands, run folders)."""
