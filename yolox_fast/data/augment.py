@@ -125,10 +125,6 @@ class TrainAugmentDataset(torch.utils.data.Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._state[0] = epoch
 
-    @property
-    def mosaic_enabled(self) -> bool:
-        return bool(self._state[1])
-
     def close_mosaic(self) -> None:
         """The official last-epochs switch: no mosaic and therefore no mixup; HSV and flip stay."""
         self._state[1] = 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -197,7 +196,3 @@ class OnnxModel:
                                           0.45 if nms is None else nms, bool(class_agnostic), max_det=max_det)
         return padded_from_torch(dets, counts)
 
-
-def stack_images(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """Preprocessed ``[3, h, w]`` tensors -> one ``[B, 3, h, w]`` float32 array."""
-    return torch.stack(list(tensors)).numpy()

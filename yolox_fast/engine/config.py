@@ -165,11 +165,6 @@ class TrainConfig:
         """Plain JSON/YAML-friendly dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Defaults updated with ``values`` (see :meth:`updated`)."""
-        return cls().updated(values, source)
-
     def updated(self, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """A copy with ``values`` applied; keys may use dashes; unknown keys and bad values raise ``ValueError``."""
         kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(self)}

@@ -92,7 +92,3 @@ class Detections:
             lines.append(" ".join([str(int(c)), *fields] + ([f"{s:.5f}"] if with_score else [])))
         return lines
 
-
-def empty_detections(class_names: Sequence[str], image=None, source=None) -> Detections:
-    return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64),
-                      class_names, image, source)
