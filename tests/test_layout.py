@@ -128,3 +128,49 @@ def test_every_module_imports(path: Path):
 def test_top_level_holds_commands_only():
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert set(top) <= COMMANDS, f"library modules at the package top level: {sorted(set(top) - COMMANDS)}"
+
+
+# -- production code never runs the specification -------------------------------------------------------
+#: What the op wrappers may take from ``ops/reference.py``: the spec algorithms they register as their
+#: ``"reference"`` backend. Helpers production also needs (box coding, the decode) live in ops/box_coding.py.
+REFERENCE_BACKENDS = {"pairwise_iou", "simota_assign", "nms", "batched_nms", "postprocess"}
+
+
+def _reference_uses(path: Path) -> list[str]:
+    """``line: what`` for each use of ``ops.reference`` in ``path``: imports outside ops/, and inside ops/
+    every ``reference.<name>`` or ``from .reference import <name>`` that is not a registered spec backend."""
+    in_ops = path.parent == PACKAGE / "ops"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = [f"line {line}: imports {target}" for line, target in _imports(path)
+             if target.endswith("ops.reference") and not in_ops]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not in_ops and (node.module or "").endswith("ops") \
+                and any(a.name == "reference" for a in node.names):
+            found.append(f"line {node.lineno}: imports yolox_fast.ops.reference")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("reference"):
+            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if in_ops and a.name not in REFERENCE_BACKENDS]
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "reference" \
+                and (not in_ops or node.attr not in REFERENCE_BACKENDS):
+            found.append(f"line {node.lineno}: reference.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if p.name != "reference.py"],
+                         ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_production_code_does_not_use_the_reference(path: Path):
+    uses = _reference_uses(path)
+    assert not uses, (f"{path.relative_to(PACKAGE.parent)} uses ops/reference.py (the spec, for tests) beyond "
+                      f"its registered reference backends: {'; '.join(uses)}; import box helpers from ops/box_coding")
+
+
+def test_the_reference_check_sees_a_box_helper_call():
+    """The check above can fail: a module calling ``reference.decode_outputs`` is reported."""
+    probe = PACKAGE / "deploy" / "_reference_probe.py"
+    assert not probe.exists()
+    probe.write_text("from ..ops import reference\n\ndef f(x, g, s):\n    return reference.decode_outputs(x, g, s)\n")
+    try:
+        uses = _reference_uses(probe)
+    finally:
+        probe.unlink()
+    assert uses == ["line 1: imports yolox_fast.ops.reference", "line 4: reference.decode_outputs"]

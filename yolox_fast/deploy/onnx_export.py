@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from ..files.atomic import atomic_write
-from ..ops import reference
 from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input
+from ..ops.box_coding import decode_outputs
 
 #: Metadata key holding the export settings as JSON (read back by :mod:`yolox_fast.deploy.onnx_runtime`).
 METADATA_KEY = "yolox_fast"
@@ -49,7 +49,7 @@ class ExportNetwork(nn.Module):
     """The traced part: images ``[B, 3, h, w]`` float32 -> prediction ``[B, A, 5 + C]`` float32.
 
     Runs the backbone and the raw head (in fp16 when ``half``), then decodes in float32 with
-    :func:`yolox_fast.ops.reference.decode_outputs` (``decode``) or applies only the sigmoid (the
+    :func:`yolox_fast.ops.box_coding.decode_outputs` (``decode``) or applies only the sigmoid (the
     official raw output).
     """
 
@@ -65,7 +65,7 @@ class ExportNetwork(nn.Module):
         raw, _ = self.model.head.forward_raw(self.model.backbone(x))
         raw = raw.float()
         if self.decode:
-            return reference.decode_outputs(raw, self.grids, self.strides)
+            return decode_outputs(raw, self.grids, self.strides)
         return torch.cat([raw[..., :4], raw[..., 4:].sigmoid()], dim=-1)
 
 

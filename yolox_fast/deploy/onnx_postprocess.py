@@ -125,7 +125,7 @@ def append_postprocess(
     A, C, M = int(num_anchors), int(num_classes), int(max_det)
     slots = A * C if multi_label else A  # one candidate slot per anchor, or per (anchor, class)
 
-    # Boxes cx, cy, w, h -> x1, y1, x2, y2 (as reference.box_cxcywh_to_xyxy: c -/+ wh / 2).
+    # Boxes cx, cy, w, h -> x1, y1, x2, y2 (as box_coding.box_cxcywh_to_xyxy: c -/+ wh / 2).
     centre, size = g.slice(prediction, 0, 2, 2), g.slice(prediction, 2, 4, 2)
     half = g.op("Div", [size, g.const(2.0, f32)])
     boxes = g.op("Concat", [g.op("Sub", [centre, half]), g.op("Add", [centre, half])], axis=2)  # [B, A, 4]

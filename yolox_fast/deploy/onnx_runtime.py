@@ -6,7 +6,7 @@ names, whether NMS is in the graph) and returns the same fixed-size detections a
 
 * a graph with NMS (``--nms onnx``) gives them directly;
 * a prediction graph (``--nms none``) is followed by :func:`~yolox_fast.ops.postprocess_padded` (for
-  ``--decode none``, after :func:`yolox_fast.ops.reference.decode_outputs`).
+  ``--decode none``, after :func:`yolox_fast.ops.box_coding.decode_outputs`).
 
 Preprocessing is the PyTorch path's (:func:`yolox_fast.data.preprocess`): BGR, keep-ratio resize, top-left
 paste on 114, float32 0-255, NCHW. :class:`yolox_fast.inference.detector.Detector` wraps both paths.
@@ -185,13 +185,14 @@ class OnnxModel:
                 boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
             return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
 
-        from ..ops import postprocess_padded, reference
+        from ..ops import postprocess_padded
         from ..ops.anchors import anchor_grid_for_input
+        from ..ops.box_coding import decode_outputs
 
         pred = torch.from_numpy(outputs[0])
         if not self.meta["decode"]:
             grids, strides = anchor_grid_for_input(*self.img_size)
-            pred = reference.decode_outputs(pred, grids, strides, sigmoid=False)
+            pred = decode_outputs(pred, grids, strides, sigmoid=False)
         dets, counts = postprocess_padded(pred, self.num_classes, 0.25 if conf is None else conf,
                                           0.45 if nms is None else nms, bool(class_agnostic), max_det=max_det)
         return padded_from_torch(dets, counts)

@@ -50,6 +50,7 @@ from . import _extension
 from . import backends, reference
 from .anchors import anchor_grid_for_input
 from .arg_checks import check_args
+from .box_coding import box_cxcywh_to_xyxy, decode_outputs
 from .nms import greedy_nms_padded
 from .triton_support import triton_unavailable
 
@@ -92,7 +93,7 @@ if _extension.extension_loaded():
 def _postprocess_image_spec(pred, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, topk, max_det):
     """One decoded image ``[A, 5 + C]`` -> ``[n, 7]`` (possibly empty), every option, readably."""
     num_anchors = pred.shape[0]
-    boxes = reference.box_cxcywh_to_xyxy(pred[:, :4])
+    boxes = box_cxcywh_to_xyxy(pred[:, :4])
     obj = pred[:, 4]
     cls = pred[:, 5 : 5 + num_classes]
     if multi_label:
@@ -133,7 +134,7 @@ def _list_to_padded(outputs, prediction, max_det):
 def _postprocess_reference(prediction, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, pre_nms_topk,
                            max_det, grids, strides):
     if grids is not None:
-        prediction = reference.decode_outputs(prediction, grids, strides)
+        prediction = decode_outputs(prediction, grids, strides)
     if not multi_label and pre_nms_topk <= 0 and max_det <= 0:
         outputs = reference.postprocess(prediction, num_classes, conf_thre, nms_thre, class_agnostic)
     else:
@@ -158,7 +159,7 @@ def _postprocess_torch(prediction, num_classes, conf_thre, nms_thre, class_agnos
     device = prediction.device
     p = prediction[..., : 5 + num_classes]
     if grids is not None:
-        p = reference.decode_outputs(p, grids, strides)
+        p = decode_outputs(p, grids, strides)
     obj, cls = p[..., 4], p[..., 5:]
     if multi_label:
         score_all = obj[..., None] * cls
@@ -190,7 +191,7 @@ def _postprocess_torch(prediction, num_classes, conf_thre, nms_thre, class_agnos
     n_max = int(counts.max()) if counts.numel() else 0
     slot = torch.arange(img.numel(), device=device) - (counts.cumsum(0) - counts)[img[by_group]]
     gi, ga = img[by_group], anchor[by_group]
-    boxes = reference.box_cxcywh_to_xyxy(p[gi, ga, :4])
+    boxes = box_cxcywh_to_xyxy(p[gi, ga, :4])
     padded = torch.zeros((num_images, n_max, 4), dtype=torch.float32, device=device)
     padded[gi, slot] = boxes.float()
     valid = torch.zeros((num_images, n_max), dtype=torch.bool, device=device)
@@ -211,7 +212,7 @@ def _postprocess_torch(prediction, num_classes, conf_thre, nms_thre, class_agnos
         img, anchor, label, rank = img[sel], anchor[sel], label[sel], rank[sel]
         counts = counts.clamp(max=max_det)
     m = max_det if max_det > 0 else (int(counts.max()) if counts.numel() else 0)
-    rows = torch.cat([reference.box_cxcywh_to_xyxy(p[img, anchor, :4]), p[img, anchor, 4:5],
+    rows = torch.cat([box_cxcywh_to_xyxy(p[img, anchor, :4]), p[img, anchor, 4:5],
                       cls[img, anchor, label][:, None], label[:, None].to(p.dtype)], 1)
     dets = p.new_zeros((num_images, m, 7))
     dets[img, rank] = rows

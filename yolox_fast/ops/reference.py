@@ -25,7 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .box_coding import decode_boxes, encode_boxes
+# The box coding and the decode are shared with production code, so they are defined once, in box_coding:
+# decode_outputs (xy = (t_xy + grid) * stride, wh = exp(t_wh) * stride, sigmoid of the scores) and
+# box_cxcywh_to_xyxy (c -/+ wh / 2) are part of this specification as imported.
+from .box_coding import box_cxcywh_to_xyxy, decode_boxes, decode_outputs, encode_boxes
 from .simota_variant import SEED, SimOTAVariant
 
 __all__ = [
@@ -49,12 +52,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Boxes
 # --------------------------------------------------------------------------------------------------
-
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` cx, cy, w, h -> ``[..., 4]`` x1, y1, x2, y2 (a new tensor)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
 def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "cxcywh") -> torch.Tensor:
@@ -417,18 +414,8 @@ def yolox_loss(
 
 
 # --------------------------------------------------------------------------------------------------
-# Inference: decode, NMS, postprocess
+# Inference: NMS, postprocess (the decode is box_coding.decode_outputs)
 # --------------------------------------------------------------------------------------------------
-
-
-def decode_outputs(raw: torch.Tensor, grids: torch.Tensor, strides: torch.Tensor, sigmoid: bool = True) -> torch.Tensor:
-    """Decode the head's raw output ``[B, A, 5 + C]`` into boxes and scores (a new tensor).
-
-    ``xy = (t_xy + grid) * stride``, ``wh = exp(t_wh) * stride``; objectness and class logits go through
-    a sigmoid unless ``sigmoid=False`` (the model's eval forward already applied it).
-    """
-    scores = raw[..., 4:].sigmoid() if sigmoid else raw[..., 4:]
-    return torch.cat([decode_boxes(raw[..., :4], grids, strides), scores], dim=-1)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
