@@ -12,29 +12,12 @@ half the image, and some GTs lie partly or wholly outside it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 from yolox_fast.ops.anchors import anchor_grid
+from yolox_fast.ops.simota_batch import SimOTABatch  # the one definition, re-exported for the tests
 
 __all__ = ["SimOTABatch", "random_simota_batch", "feature_sizes_for_anchors"]
-
-
-class SimOTABatch(NamedTuple):
-    """The arguments of ``simota_assign`` in order (see :func:`yolox_fast.ops.simota.simota_assign`)."""
-
-    pred_boxes: torch.Tensor  # [B, A, 4] cx, cy, w, h
-    cls_logits: torch.Tensor  # [B, A, C]
-    obj_logits: torch.Tensor  # [B, A, 1]
-    grids: torch.Tensor  # [A, 2]
-    strides: torch.Tensor  # [A]
-    gt_boxes: torch.Tensor  # [B, G, 4] cx, cy, w, h
-    gt_classes: torch.Tensor  # [B, G] int64
-    gt_mask: torch.Tensor  # [B, G] bool
-
-    def to(self, *args, **kwargs) -> SimOTABatch:
-        return SimOTABatch(*(t.to(*args, **kwargs) for t in self))
 
 
 def feature_sizes_for_anchors(num_anchors: int) -> list[tuple[int, int]]:

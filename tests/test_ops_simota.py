@@ -433,12 +433,11 @@ def test_env_var_and_argument_force_a_backend(monkeypatch):
     calls = []
     orig = simota_assign_torch
 
-    def spy(*args):
+    def spy(batch, variant):  # a backend gets the SimOTABatch and the variant
         calls.append(1)
-        return orig(*args)
+        return orig(*batch, variant)
 
-    monkeypatch.setitem(backends._REGISTRY[simota.OP], "torch", (lambda *a: spy(*a),
-                                                                 backends.always))
+    monkeypatch.setitem(backends._REGISTRY[simota.OP], "torch", (spy, backends.always))
     monkeypatch.setenv(backends.ENV_VAR, "torch")
     SimOTAAssigner(3).assign(*batch)
     assert calls == [1]

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 from ..ops.arg_checks import check_args
+from ..ops.simota_batch import SimOTABatch
 from ..ops.simota_variant import DEFAULT_VARIANT, SimOTAVariant, resolve_variant
 
 
@@ -124,33 +125,13 @@ class SimOTAAssigner:
         Returns:
             :class:`AssignResult`.
         """
+        batch = SimOTABatch(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask)
         if validate:
-            self.validate(
-                pred_boxes,
-                cls_logits,
-                obj_logits,
-                grids,
-                strides,
-                gt_boxes,
-                gt_classes,
-                gt_mask,
-                values=self._check_values_on(getattr(pred_boxes, "device", None)),
-            )
-        from ..ops.simota import run_simota_backend, simota_assign  # the dispatching wrappers
+            self.validate(*batch, values=self._check_values_on(getattr(pred_boxes, "device", None)))
+        from ..ops.simota import assign_batch  # the dispatching wrapper
 
         # validate() has run the op's argument rule already: dispatch without running it again.
-        fg, matched, iou = (run_simota_backend if validate else simota_assign)(
-            pred_boxes,
-            cls_logits,
-            obj_logits,
-            grids,
-            strides,
-            gt_boxes,
-            gt_classes,
-            gt_mask,
-            self.variant,
-            backend=self.backend,
-        )
+        fg, matched, iou = assign_batch(batch, self.variant, backend=self.backend, check=not validate)
         return AssignResult(fg, matched, iou, fg.sum(dim=1))
 
     def _check_values_on(self, device) -> bool:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.box_coding import decode_boxes, encode_boxes
+from ..ops.simota_batch import SimOTABatch
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -79,17 +80,10 @@ class YOLOXLoss(nn.Module):
         gt_mask = (labels != 0).any(dim=-1)
         gt_classes = labels[..., 0].long()
         gt_boxes = labels[..., 1:5].float()
+        batch = SimOTABatch(pred_boxes.detach(), cls_logits.detach(), obj_logits.detach(), grids, strides, gt_boxes,
+                            gt_classes.masked_fill(~gt_mask, 0), gt_mask)
         with torch.no_grad():
-            res = self.assigner.assign(
-                pred_boxes.detach(),
-                cls_logits.detach(),
-                obj_logits.detach(),
-                grids,
-                strides,
-                gt_boxes,
-                gt_classes.masked_fill(~gt_mask, 0),
-                gt_mask,
-            )
+            res = self.assigner.assign(*batch)
         fg = res.fg_mask  # [B, A]
         num_fg = res.num_fg.sum().clamp(min=1).to(torch.float32)
         loss_obj = F.binary_cross_entropy_with_logits(obj_logits, fg[..., None].to(raw.dtype), reduction="sum") / num_fg
