@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 from test_engine_trainer import TinyBoxes, tiny_config  # noqa: I001  (the sibling test module: shared tiny data)
 
-from yolox_fast.engine.checkpoint import load_checkpoint
+from yolox_fast.engine.train_state import read_train_state
 from yolox_fast.engine.distributed import DistContext, all_reduce_mean, broadcast_object, setup_distributed
 from yolox_fast.engine.ema import unwrap
 from yolox_fast.engine.trainer import Trainer, seed_everything
@@ -68,7 +68,7 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path):
     assert r0["evaluated"] == [0] and r1["evaluated"] == []  # only rank 0 evaluates ...
     assert r0["best_ap"] == r1["best_ap"] == 0.25  # ... and every rank learns the result
     assert r0["mean"] == r1["mean"] == 0.5 and r0["broadcast"] == r1["broadcast"] == 0
-    ckpt = load_checkpoint(tmp_path / "latest.pt")  # written once, by rank 0, with both ranks' RNG states
+    ckpt = read_train_state(tmp_path / "latest.pt")  # written once, by rank 0, with both ranks' RNG states
     assert len(ckpt["rng"]) == WORLD and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     assert ckpt["epoch"] == 2 and ckpt["iteration"] == 4
     for name, value in ckpt["model"].items():

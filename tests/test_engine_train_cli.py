@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_engine_trainer import one_thread  # noqa: F401, I001  (autouse fixture: one torch thread)
 
-from yolox_fast.engine.checkpoint import load_checkpoint
+from yolox_fast.engine.train_state import read_train_state
 from yolox_fast.train import main, run
 
 # Tiny everything: 8 synthetic 64-px training images, 2 steps per epoch.
@@ -32,10 +32,10 @@ def test_no_data_default_path_end_to_end_and_resume(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "no dataset given: using the built-in synthetic dataset" in printed
     assert f"checkpoint: {out / 'latest.pt'}" in printed and f"plot:       {out / 'results.png'}" in printed
-    assert load_checkpoint(out / "latest.pt")["epoch"] == 1
+    assert read_train_state(out / "latest.pt")["epoch"] == 1
 
     result = run(["--resume", str(out), "--no-progress"])  # settings come back from the checkpoint
-    ckpt = load_checkpoint(out / "latest.pt")
+    ckpt = read_train_state(out / "latest.pt")
     assert ckpt["epoch"] == 2 and ckpt["model_name"] == "yolox-nano"
     assert ckpt["class_names"] == ["circle", "square", "triangle", "cross", "star"]
     assert ckpt["config"]["img_size"] == 64 and ckpt["config"]["coco_ann"].endswith("instances_train.json")
@@ -81,7 +81,7 @@ def test_yolo_format_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run(["--yolo-dir", "yolo", "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
                   "--no-aug-epochs", "0", *TINY])
-    assert load_checkpoint(out / "latest.pt")["class_names"] == info["class_names"]
+    assert read_train_state(out / "latest.pt")["class_names"] == info["class_names"]
     val = json.loads((out / "val_coco.json").read_text())
     assert len(val["images"]) == 4 and [c["name"] for c in val["categories"]] == info["class_names"]
     assert result["last_metrics"] is not None and rows(out / "results.csv")[0]["AP"] != ""
@@ -109,7 +109,7 @@ def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):
     if calib.is_file():
         args += ["--weights", str(calib)]
     result = run(args)
-    ckpt = load_checkpoint(out / "latest.pt")
+    ckpt = read_train_state(out / "latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 2 and len(ckpt["class_names"]) == 80
     metrics = result["last_metrics"]
     assert set(metrics) >= {"AP", "AP50", "AP75"} and 0.0 <= metrics["AP"] <= 1.0
@@ -148,7 +148,7 @@ def test_output_dir_of_an_earlier_run_is_refused(tmp_path, capsys):
     assert f"--output-dir {out} already holds files" in err and "--resume" in err and "--exist-ok" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
     assert main([*args, "--exist-ok"]) == 0
-    assert load_checkpoint(out / "latest.pt")["epoch"] == 1
+    assert read_train_state(out / "latest.pt")["epoch"] == 1
 
 
 def test_default_output_dir_takes_the_next_free_name(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from yolox_fast.engine.checkpoint import load_checkpoint
+from yolox_fast.engine.train_state import read_train_state
 from yolox_fast.engine.config import TrainConfig
 from yolox_fast.engine.ema import unwrap
 from yolox_fast.engine.trainer import Trainer, resize_batch
@@ -117,11 +117,11 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path):
     try:
         _, full = run(tiny_config(tmp_path / "full"))
         _, first = run(tiny_config(tmp_path / "split"), stop_after=1)
-        assert first["epochs_done"] == 1 and load_checkpoint(tmp_path / "split" / "latest.pt")["epoch"] == 1
+        assert first["epochs_done"] == 1 and read_train_state(tmp_path / "split" / "latest.pt")["epoch"] == 1
         _, resumed = run(tiny_config(tmp_path / "split"), resume_from=tmp_path / "split" / "latest.pt")
     finally:
         torch.use_deterministic_algorithms(False)
-    a, b = load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"])
+    a, b = read_train_state(full["checkpoint"]), read_train_state(resumed["checkpoint"])
     assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (2, 4)
     for key in ("model", "ema", "optimizer"):
         assert_same_state(a[key], b[key], f"{key}.")
@@ -158,7 +158,7 @@ def test_phases_evaluation_best_and_records(tmp_path):
     # evaluated at epoch 3 (interval) and 3, 4 (no-aug phase): epochs 3 and 4
     assert [r["AP"] for r in rows] == ["", "", "0.1", "0.3"]
     assert float(rows[2]["l1_loss"]) > 0 and float(rows[0]["l1_loss"]) == 0
-    assert result["best_ap"] == 0.3 and load_checkpoint(result["best_checkpoint"])["epoch"] == 4
+    assert result["best_ap"] == 0.3 and read_train_state(result["best_checkpoint"])["epoch"] == 4
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "best.pt",
@@ -172,9 +172,9 @@ def test_phases_evaluation_best_and_records(tmp_path):
         "tensorboard",
         "train.log",
     ]
-    assert load_checkpoint(tmp_path / "last_mosaic_epoch.pt")["epoch"] == 2
+    assert read_train_state(tmp_path / "last_mosaic_epoch.pt")["epoch"] == 2
     assert any((tmp_path / "tensorboard").iterdir())
-    ckpt = load_checkpoint(result["checkpoint"])
+    ckpt = read_train_state(result["checkpoint"])
     assert ckpt["class_names"] == ["red", "blue"] and ckpt["config"]["epochs"] == 4 and ckpt["ap"] == 0.3
     assert "epoch 3: AP 0.1000" in (tmp_path / "train.log").read_text()
 
@@ -243,7 +243,7 @@ def test_resume_with_more_epochs_recomputes_the_schedule(tmp_path):
 def test_resume_without_multiscale_trains_at_the_requested_size(tmp_path):
     """Issue 9.6: the stopped run had drawn another size; ``--no-multiscale`` on resume trains at img_size."""
     run(tiny_config(tmp_path, epochs=2, random_size=(3, 5)), stop_after=1, evaluate=None)
-    assert load_checkpoint(tmp_path / "latest.pt")["input_size"][0] in (96, 128, 160)
+    assert read_train_state(tmp_path / "latest.pt")["input_size"][0] in (96, 128, 160)
     sizes = fit_recording_input_sizes(tiny_config(tmp_path, epochs=2, multiscale=False), TinyBoxes(),
                                       resume_from=tmp_path / "latest.pt")
     assert sizes and set(sizes) == {SIZE}
@@ -299,7 +299,7 @@ def test_frozen_parameters_stay_fixed(tmp_path):
     run(cfg, evaluate=None)
     seed_everything(cfg.seed)  # the trainer's initial weights
     initial = build_yolox("yolox-nano", num_classes=2).state_dict()
-    trained = load_checkpoint(tmp_path / "latest.pt")["model"]
+    trained = read_train_state(tmp_path / "latest.pt")["model"]
     assert torch.equal(
         trained["backbone.backbone.stem.conv.conv.weight"], initial["backbone.backbone.stem.conv.conv.weight"]
     )

@@ -22,7 +22,6 @@ from yolox_fast import evaluate_coco  # noqa: E402
 from yolox_fast.eval import main as eval_main  # noqa: E402
 from yolox_fast.evaluation import COCOEvaluator  # noqa: E402
 from yolox_fast.models import build_yolox  # noqa: E402
-from yolox_fast.models.checkpoint import read_checkpoint, read_state_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +99,7 @@ def test_cli_requires_arguments(capsys):
         eval_main([])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--ckpt" in err and "--images" in err and "--ann" in err and "example" in err
+    assert "--weights" in err and "--images" in err and "--ann" in err and "example" in err
 
 
 def test_cli_reports_missing_annotation_file(shared_data, coco128, tmp_path, capsys):
@@ -215,26 +214,3 @@ def test_boxes_in_annotation_frame_when_files_are_resized(nano_model, coco128, t
         cv2.imwrite(path, cv2.resize(full, (full.shape[1] // 2, full.shape[0] // 2)))
     stats = evaluate_coco(nano_model, image_dir, ann_file)
     assert stats["AP50"] > 0.7  # 0.95 at full size; boxes left in the half-size frame would score ~0
-
-
-def test_read_state_dict_prefers_ema_when_asked():
-    raw, ema = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
-    ckpt = {"model": raw, "ema": {"state_dict": ema, "updates": 7}, "epoch": 3}
-    assert read_state_dict(ckpt)["w"].item() == 0.0
-    assert read_state_dict(ckpt, prefer_ema=True)["w"].item() == 1.0
-    assert read_state_dict({"model": raw, "ema": ema}, prefer_ema=True)["w"].item() == 1.0
-    assert read_state_dict({"ema": ema, "epoch": 3})["w"].item() == 1.0  # EMA-only checkpoint
-    assert read_state_dict({"model": raw}, prefer_ema=True)["w"].item() == 0.0  # official: no EMA to prefer
-
-
-def test_cli_loads_ema_of_training_checkpoint(shared_data, tmp_path):
-    official = read_state_dict(shared_data / "weights" / "yolox_nano.pth")
-    raw = {k: torch.zeros_like(v) for k, v in official.items()}
-    path = tmp_path / "last.pth"
-    torch.save({"model": raw, "ema": {"state_dict": official, "updates": 100}, "epoch": 5}, path)
-    info = read_checkpoint(str(path))
-    assert info.which == "ema" and all(torch.equal(info.state_dict[k], official[k]) for k in official)
-    assert info.model_name == "yolox-nano" and info.num_classes == 80 and info.class_names[0] == "person"
-    info = read_checkpoint(str(path), prefer_ema=False)
-    assert info.which == "model"
-    assert torch.equal(info.state_dict["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])

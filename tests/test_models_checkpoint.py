@@ -15,9 +15,9 @@ from yolox_fast.models import build_yolox
 from yolox_fast.models.checkpoint import (
     CheckpointError,
     infer_preset,
-    load_checkpoint_file,
     load_model,
     read_checkpoint,
+    read_checkpoint_file,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def hostile_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_hostile_checkpoint_is_refused_and_never_runs(tmp_path):
     path, marker = hostile_checkpoint(tmp_path)
-    for read in (load_checkpoint_file, read_checkpoint, load_model):
+    for read in (read_checkpoint_file, read_checkpoint, load_model):
         with pytest.raises(CheckpointError, match="refusing to load .*other than weights"):
             read(path)
     assert not marker.exists()
@@ -103,7 +103,7 @@ def test_numpy_scalars_of_official_training_checkpoints_are_allowed(tmp_path):
     path = tmp_path / "official_train.pth"
     sd = build_yolox("yolox-nano", num_classes=2).state_dict()
     torch.save({"start_epoch": 3, "model": sd, "optimizer": {}, "best_ap": np.float64(0.25)}, path)
-    ckpt = load_checkpoint_file(path)
+    ckpt = read_checkpoint_file(path)
     assert ckpt["best_ap"] == 0.25 and ckpt["start_epoch"] == 3
 
 
@@ -135,3 +135,61 @@ def test_official_weights_read_safely(shared_data):
     info = read_checkpoint(shared_data / "weights" / "yolox_nano.pth")
     assert (info.model_name, info.num_classes, info.which) == ("yolox-nano", 80, "model")
     assert info.class_names[16] == "dog"
+
+
+def test_read_checkpoint_prefers_ema_when_asked():
+    raw, ema = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    ckpt = {"model": raw, "ema": {"state_dict": ema, "updates": 7}, "epoch": 3}
+    assert read_checkpoint(ckpt, prefer_ema=False).state_dict["w"].item() == 0.0
+    assert read_checkpoint(ckpt).state_dict["w"].item() == 1.0
+    assert read_checkpoint({"model": raw, "ema": ema}).state_dict["w"].item() == 1.0
+    ema_only = {"ema": ema, "epoch": 3}
+    assert read_checkpoint(ema_only, prefer_ema=False).state_dict["w"].item() == 1.0
+    assert read_checkpoint({"model": raw}).state_dict["w"].item() == 0.0  # official: no EMA to prefer
+
+
+def test_reads_the_ema_of_a_training_checkpoint(shared_data, tmp_path):
+    official = read_checkpoint(shared_data / "weights" / "yolox_nano.pth").state_dict
+    raw = {k: torch.zeros_like(v) for k, v in official.items()}
+    path = tmp_path / "last.pth"
+    torch.save({"model": raw, "ema": {"state_dict": official, "updates": 100}, "epoch": 5}, path)
+    info = read_checkpoint(str(path))
+    assert info.which == "ema" and all(torch.equal(info.state_dict[k], official[k]) for k in official)
+    assert info.model_name == "yolox-nano" and info.num_classes == 80 and info.class_names[0] == "person"
+    info = read_checkpoint(str(path), prefer_ema=False)
+    assert info.which == "model"
+    assert torch.equal(info.state_dict["head.cls_preds.0.weight"], raw["head.cls_preds.0.weight"])
+
+
+def _ours(sd, **config) -> dict:
+    """A yolox_fast training checkpoint's model part (the trainer writes these keys, see engine/train_state)."""
+    return {"model": sd, "ema": None, "class_names": ["a", "b"], "model_name": "yolox-nano", "config": config}
+
+
+def test_the_trained_input_size_is_remembered():
+    """Issue 17.6: the size a model was trained (and evaluated) at comes back from the checkpoint."""
+    sd = build_yolox("yolox-nano", num_classes=2).state_dict()
+    assert read_checkpoint(_ours(sd, img_size=256, test_size=256)).input_size == (256, 256)
+    assert read_checkpoint(_ours(sd, img_size=256, test_size=None)).input_size == (256, 256)
+    assert read_checkpoint(_ours(sd, img_size=256, test_size=320)).input_size == (320, 320)  # the evaluation size
+    assert read_checkpoint(_ours(sd)).input_size == (416, 416)  # no size recorded: the preset's
+    assert read_checkpoint({"model": build_yolox("yolox-s", num_classes=2).state_dict()}).input_size == (640, 640)
+    with pytest.raises(CheckpointError, match="unusable training size.*multiple of 32, got 100"):
+        read_checkpoint(_ours(sd, img_size=100))
+    model, info = load_model(_ours(sd, img_size=224))
+    assert info.input_size == (224, 224) and info.class_names == ["a", "b"] and info.num_classes == 2
+
+
+def test_one_reader_and_one_way_to_a_model():
+    """Only the two checkpoint modules read files; only the model loader and the trainer (which builds its
+    own model to fine-tune) put weights into a model: every command goes through load_model."""
+    import re
+
+    callers = {}
+    for path in (REPO / "yolox_fast").rglob("*.py"):
+        text = path.read_text()
+        for name in ("read_checkpoint_file", "load_official_weights"):
+            if re.search(rf"\b{name}\(", text):
+                callers.setdefault(name, set()).add(path.relative_to(REPO / "yolox_fast").as_posix())
+    assert callers["read_checkpoint_file"] == {"models/checkpoint.py", "engine/train_state.py"}
+    assert callers["load_official_weights"] == {"models/checkpoint.py", "engine/trainer.py"}

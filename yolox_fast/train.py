@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .cli import add_debug_flag, run_cli
 from .engine import distributed as dist_utils
-from .engine.checkpoint import find_latest_run, load_checkpoint, resolve_resume_path
 from .engine.config import (
     TrainConfig,
     add_config_arguments,
@@ -28,6 +27,7 @@ from .engine.config import (
     load_config_file,
     resume_settings,
 )
+from .engine.train_state import find_latest_run, read_train_state, resolve_resume_path
 from .engine.trainer import Trainer
 
 RUNS_ROOT = Path("runs")
@@ -96,7 +96,7 @@ def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None, dic
     if args.resume:
         resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
         # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
-        checkpoint = load_checkpoint(resume_path)
+        checkpoint = read_train_state(resume_path)
         # Settings given now win; those the run derived from a setting given now are derived again.
         saved = resume_settings(checkpoint["config"], {**file_values, **cli_values})
         file_values = {**saved, **file_values, "output_dir": str(resume_path.parent)}

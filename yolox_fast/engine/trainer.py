@@ -29,7 +29,8 @@ from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpo
 from ..models.layout import use_channels_last
 from ..ops.batchnorm_silu import fused_batch_norm_silu_available
 from . import distributed as dist_utils
-from .checkpoint import FORMAT, capture_rng_state, copy_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from .train_state import (FORMAT, capture_rng_state, copy_checkpoint, read_train_state, restore_rng_state,
+                          save_train_state)
 from .config import TrainConfig, save_config_file
 from .distributed import DistContext
 from .ema import ModelEMA, unwrap
@@ -241,7 +242,7 @@ class Trainer:
         self.best_ap = -1.0
         self.last_table = None
         if resume_from is not None:
-            self._resume(resume_from, checkpoint if checkpoint is not None else load_checkpoint(resume_from))
+            self._resume(resume_from, checkpoint if checkpoint is not None else read_train_state(resume_from))
         if self.ctx.is_distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model,
@@ -560,7 +561,7 @@ class Trainer:
         state = self._checkpoint(epoch + 1, ap)
         if self.ctx.is_main:
             latest = self.output_dir / "latest.pt"
-            save_checkpoint(state, latest)
+            save_train_state(state, latest)
             if is_best:
                 copy_checkpoint(latest, self.output_dir / "best.pt")
             if self.cfg.save_interval and (epoch + 1) % self.cfg.save_interval == 0:

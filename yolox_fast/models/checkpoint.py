@@ -1,4 +1,14 @@
-"""The one checkpoint reader: official YOLOX files, yolox_fast training checkpoints and bare state dicts.
+"""The one checkpoint reader, and the one way to get a model from a checkpoint file.
+
+* :func:`read_checkpoint_file` -- the only ``torch.load`` in the package: a file -> its top-level dict;
+* :func:`read_checkpoint` -- what a checkpoint holds (:class:`CheckpointWeights`: the weights to use, the
+  model, the class names and count, the input size it was trained for);
+* :func:`load_official_weights` -- official-layout weights into a model you built (fine-tuning starts here);
+* :func:`load_model` -- file -> the model it describes, weights loaded, plus its :class:`CheckpointWeights`
+  (prediction, evaluation, export).
+
+Resuming training reads the trainer's own state with :func:`yolox_fast.engine.train_state.read_train_state`,
+which goes through :func:`read_checkpoint_file` too.
 
 Checkpoints come from strangers, so every file is read with ``torch.load(..., weights_only=True)``:
 unpickling is restricted to tensors and plain containers (plus NumPy scalars, which official training
@@ -10,12 +20,14 @@ Layouts understood:
 
 * official release ``{"model": state_dict, ...}``;
 * yolox_fast training checkpoint ``{"model": raw, "ema": averaged or None, "class_names": [...],
-  "model_name": "yolox-s", ...}`` (see :mod:`yolox_fast.engine.checkpoint`);
+  "model_name": "yolox-s", "config": {"img_size": ..., "test_size": ...}, ...}`` (see
+  :mod:`yolox_fast.engine.train_state`);
 * a bare ``state_dict``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import zipfile
@@ -27,6 +39,7 @@ import torch
 from torch import nn
 
 from ..data.coco_classes import COCO_CLASSES
+from ..ops.anchors import check_input_size
 from .yolox import PRESETS, YOLOX, build_yolox, canonical_name
 
 #: The first class-prediction convolution: its output channels are the class count.
@@ -44,7 +57,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
+def read_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
     """``torch.load`` a checkpoint safely (``weights_only=True``) and return its top-level dict.
 
     Raises:
@@ -147,6 +160,10 @@ class CheckpointWeights:
         num_classes: the class head's size (``head.cls_preds.0.weight``'s output channels); None when the
             weights have no YOLOX class head.
         class_names: stored names (our checkpoints), else COCO's for 80 classes, else ``"0"``, ``"1"``...
+        input_size: ``(h, w)`` the model was made for: the training config's evaluation size (``test_size``,
+            which defaults to the training ``img_size``) for our checkpoints, else the preset's (416 for
+            nano and tiny, 640 for the others); None when the model is unknown. Prediction, evaluation
+            and export use it unless they are given a size.
         path: the file read, or None for a dict given directly.
         checkpoint: the whole top-level dict (training state for resuming), as loaded.
     """
@@ -156,6 +173,7 @@ class CheckpointWeights:
     model_name: str | None
     num_classes: int | None
     class_names: list[str]
+    input_size: tuple[int, int] | None = None
     path: str | None = None
     checkpoint: dict = field(default_factory=dict, repr=False)
 
@@ -174,7 +192,7 @@ def read_checkpoint(source: str | os.PathLike | Mapping, prefer_ema: bool = True
             prediction, export, fine-tuning); False takes the raw weights (resuming training).
 
     Raises:
-        FileNotFoundError, CheckpointError: see :func:`load_checkpoint_file`; also no weights inside, or
+        FileNotFoundError, CheckpointError: see :func:`read_checkpoint_file`; also no weights inside, or
             weights without a class head.
     """
     path = None
@@ -182,7 +200,7 @@ def read_checkpoint(source: str | os.PathLike | Mapping, prefer_ema: bool = True
         ckpt = dict(source)
     else:
         path = os.fspath(source)
-        ckpt = load_checkpoint_file(path)
+        ckpt = read_checkpoint_file(path)
     where = path or "the checkpoint"
     ema = _ema_state_dict(ckpt.get("ema"))
     model = _state_dict_or_none(ckpt.get("model"))
@@ -210,12 +228,24 @@ def read_checkpoint(source: str | os.PathLike | Mapping, prefer_ema: bool = True
         class_names = list(names)
     else:
         class_names = default_class_names(num_classes) if num_classes is not None else []
-    return CheckpointWeights(state, which, model_name, num_classes, class_names, path, ckpt)
+    input_size = _trained_input_size(ckpt, where)
+    if input_size is None and model_name in PRESETS:
+        input_size = (PRESETS[model_name]["input_size"],) * 2
+    return CheckpointWeights(state, which, model_name, num_classes, class_names, input_size, path, ckpt)
 
 
-def read_state_dict(source: str | os.PathLike | Mapping, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
-    """Only the weights of :func:`read_checkpoint` (raw weights unless ``prefer_ema``)."""
-    return read_checkpoint(source, prefer_ema=prefer_ema).state_dict
+def _trained_input_size(ckpt: Mapping, where: str) -> tuple[int, int] | None:
+    """The input size recorded in a training checkpoint's config (``test_size``, else ``img_size``), or None."""
+    config = ckpt.get("config")
+    if not isinstance(config, Mapping):
+        return None
+    size = config.get("test_size") or config.get("img_size")
+    if size is None:
+        return None
+    try:
+        return check_input_size(size, "the input size")
+    except ValueError as exc:
+        raise CheckpointError(f"{where} records an unusable training size ({exc})") from None
 
 
 def load_official_weights(model: nn.Module, source, strict: bool = True, new_class_head: bool = False) -> list[str]:
@@ -234,7 +264,7 @@ def load_official_weights(model: nn.Module, source, strict: bool = True, new_cla
     """
     state = _state_dict_or_none(source)  # a state dict as given, else a checkpoint path or dict to read
     if state is None:
-        state = read_state_dict(source)
+        state = read_checkpoint(source, prefer_ema=False).state_dict
     own = model.state_dict()
     skipped = []
     ckpt_head, own_head = state.get(CLASS_HEAD_KEY), own.get(CLASS_HEAD_KEY)
@@ -264,6 +294,10 @@ def load_model(source: str | os.PathLike | Mapping | CheckpointWeights, model_na
                num_classes: int | None = None, prefer_ema: bool = True) -> tuple[YOLOX, CheckpointWeights]:
     """Build the YOLOX a checkpoint describes and load its weights (strict), in eval mode on the CPU.
 
+    The one way from a checkpoint file to a model. The returned :class:`CheckpointWeights` says what
+    else the checkpoint knows: ``class_names``, ``num_classes`` and ``input_size`` (the size it was
+    trained for), which prediction, evaluation and export use unless they are given others.
+
     Args:
         source: checkpoint path or dict, or an already-read :class:`CheckpointWeights`.
         model_name: the preset to build; default the checkpoint's. Given and different from what the
@@ -289,4 +323,6 @@ def load_model(source: str | os.PathLike | Mapping | CheckpointWeights, model_na
         raise CheckpointError(f"{where} has {info.num_classes} classes, not {num_classes}")
     model = build_yolox(name, num_classes=info.num_classes)
     load_official_weights(model, info.state_dict, strict=True)
+    if info.input_size is None:  # a bare state dict of a model the caller named
+        info = dataclasses.replace(info, model_name=name, input_size=(PRESETS[name]["input_size"],) * 2)
     return model.eval(), info

@@ -1,6 +1,10 @@
-"""Training checkpoints: atomic writes, clear errors on load, and the RNG states for exact resumption.
+"""The trainer's resumable state: training checkpoints written atomically, read back to resume (clear errors),
+and the RNG states for exact resumption.
 
-A checkpoint is a dict that ``torch.load(..., weights_only=True)`` can read (tensors, numbers, strings,
+This is the trainer's side of a checkpoint file; getting a model out of any checkpoint (official or ours) is
+:mod:`yolox_fast.models.checkpoint`, which also holds the one file reader both use.
+
+A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` can read (tensors, numbers, strings,
 lists, dicts): ``model`` (raw weights), ``ema`` (averaged weights, or None), ``ema_updates``,
 ``optimizer``, ``scaler``, ``epoch`` (epochs completed), ``iteration`` (steps completed), ``best_ap``,
 ``ap``, ``input_size``, ``multiscale_rng``, ``config``, ``class_names``, ``model_name``, ``rng`` (one
@@ -18,13 +22,13 @@ import numpy as np
 import torch
 
 from ..files.atomic import atomic_write
-from ..models.checkpoint import CheckpointError, load_checkpoint_file
+from ..models.checkpoint import CheckpointError, read_checkpoint_file
 
 FORMAT = "yolox_fast.train/1"
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "iteration", "config", "class_names")
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+def save_train_state(state: dict, path: str | os.PathLike) -> None:
     """``torch.save(state)`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
     atomic_write(Path(path), lambda f: torch.save(state, f))
 
@@ -35,8 +39,8 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         atomic_write(Path(dst), lambda f: shutil.copyfileobj(source, f, 1 << 20))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a training checkpoint written by :func:`save_checkpoint`.
+def read_train_state(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a training checkpoint written by :func:`save_train_state`, to resume from it.
 
     Raises:
         FileNotFoundError: no such file.
@@ -45,7 +49,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """
     path = Path(path)
     try:
-        ckpt = load_checkpoint_file(path, map_location=map_location)
+        ckpt = read_checkpoint_file(path, map_location=map_location)
     except CheckpointError as exc:
         others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
         hint = f" Other checkpoints in that folder: {', '.join(others)}." if others else ""
