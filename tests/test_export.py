@@ -272,7 +272,7 @@ def test_cli_exports_with_class_names_in_metadata(nano_weights, tmp_path):
     (["--model", "yolox-q"], "unknown model"),
     (["--model", "yolox-s"], "holds yolox-nano weights, not yolox-s"),
     (["--num-classes", "3"], "has 80 classes, not 3"),
-    (["--img-size", "400"], "multiples of 32"),
+    (["--img-size", "400"], "--img-size must be a positive multiple of 32, got 400"),
     (["--decode", "none"], "add --nms none"),
     (["--opset", "13"], "opset must be 17"),
     (["--max-det", "0"], "--max-det must be >= 1"),

@@ -39,11 +39,9 @@ import cv2
 import numpy as np
 import torch
 
-from .preprocess import image_file_problem, read_image
+from .preprocess import IMAGE_SUFFIXES, image_file_problem, read_image
 
 logger = logging.getLogger("yolox_fast.data")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 #: What each report counter means; the keys are what ``DataReport.counts`` holds.
 REPORT_KINDS = {
@@ -465,7 +463,7 @@ class YOLODetection(DetectionDataset):
     """A YOLO-format folder: images plus one ``.txt`` per image with lines ``class cx cy w h`` (fractions of the image).
 
     Args:
-        images_dir: folder searched recursively for images (``IMAGE_EXTENSIONS``), taken in sorted path order.
+        images_dir: folder searched recursively for images (``IMAGE_SUFFIXES``), taken in sorted path order.
         labels_dir: folder of the label files, mirroring ``images_dir``'s layout. Default: the last
             ``images`` part of the path replaced by ``labels`` (``ds/images/train`` -> ``ds/labels/train``),
             or ``images_dir`` itself when no part is named ``images``.
@@ -489,9 +487,9 @@ class YOLODetection(DetectionDataset):
             raise FileNotFoundError(f"image folder not found: {self.images_dir}")
         self.labels_dir = Path(labels_dir) if labels_dir is not None else _labels_dir_for(self.images_dir)
         self.report = DataReport(str(self.images_dir))
-        image_paths = sorted(p for p in self.images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        image_paths = sorted(p for p in self.images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not image_paths:
-            raise ValueError(f"{self.images_dir}: the dataset has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(f"{self.images_dir}: the dataset has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
 
         names = self._resolve_names(class_names)
         self.records = []

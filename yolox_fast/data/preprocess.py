@@ -17,6 +17,10 @@ import torch
 
 PAD_VALUE = 114
 
+#: File name suffixes (lower case) taken as images wherever files are listed: dataset folders and prediction
+#: inputs (folders, globs). All are formats OpenCV decodes.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 #: File signatures of the formats whose completeness :func:`image_file_problem` checks.
 _JPEG_SOI = b"\xff\xd8"

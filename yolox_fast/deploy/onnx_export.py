@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from ..files.atomic import atomic_write
-from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input
+from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input, check_input_size
 from ..ops.box_coding import decode_outputs
+from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
 #: Metadata key holding the export settings as JSON (read back by :mod:`yolox_fast.deploy.onnx_runtime`).
 METADATA_KEY = "yolox_fast"
@@ -69,13 +70,6 @@ class ExportNetwork(nn.Module):
         return torch.cat([raw[..., :4], raw[..., 4:].sigmoid()], dim=-1)
 
 
-def _check_img_size(img_size) -> tuple[int, int]:
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
-        raise ValueError(f"img_size must be a positive multiple of 32 (or (h, w) of them), got {img_size!r}")
-    return size
-
-
 def export_onnx(
     model: nn.Module,
     output: str | os.PathLike,
@@ -83,9 +77,9 @@ def export_onnx(
     *,
     nms: str = "onnx",
     decode: bool = True,
-    conf: float = 0.25,
-    nms_thre: float = 0.45,
-    max_det: int = 100,
+    conf: float = PREDICT_CONF,
+    nms_thre: float = PREDICT_IOU,
+    max_det: int = PREDICT_MAX_DET,
     pre_nms_topk: int | None = None,
     class_agnostic: bool = False,
     multi_label: bool = False,
@@ -128,7 +122,7 @@ def export_onnx(
 
     from .onnx_postprocess import OUTPUT_NAMES, append_postprocess
 
-    size = _check_img_size(img_size)
+    size = check_input_size(img_size, "img_size")
     if nms not in ("onnx", "none"):
         raise ValueError(f"nms must be 'onnx' or 'none', got {nms!r}")
     if nms == "onnx" and not decode:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 from .onnx_export import INPUT_NAME, METADATA_KEY
 
 
@@ -153,19 +154,19 @@ class OnnxModel:
             raise ValueError(f"{self.path} was exported with --conf {self.meta['conf']}; it cannot detect below it "
                              f"(asked {conf}); export again with a lower --conf")
         if nms is not None and abs(nms - self.meta["nms_thre"]) > 1e-9:
-            raise ValueError(f"{self.path} was exported with --nms-thre {self.meta['nms_thre']} (asked {nms}); "
+            raise ValueError(f"{self.path} was exported with --iou {self.meta['nms_thre']} (asked {nms}); "
                              "export again to change it")
         if class_agnostic is not None and bool(class_agnostic) != bool(self.meta["class_agnostic"]):
             mode = "class-agnostic" if self.meta["class_agnostic"] else "class-aware"
             raise ValueError(f"{self.path} was exported with {mode} NMS; export again to change it")
 
     def detect(self, images: np.ndarray, conf: float | None = None, nms: float | None = None,
-               class_agnostic: bool | None = None, max_det: int | None = 100) -> PaddedResult:
+               class_agnostic: bool | None = None, max_det: int | None = PREDICT_MAX_DET) -> PaddedResult:
         """Detections of ``images [B, 3, h, w]`` float32 (preprocessed) in network-input pixels.
 
         For a graph with NMS, ``conf`` (at least the exported one) filters further and ``nms``,
         ``class_agnostic`` and ``max_det`` are those of the export; otherwise they drive
-        :func:`yolox_fast.ops.postprocess_padded` (defaults 0.25 and 0.45).
+        :func:`yolox_fast.ops.postprocess_padded` (defaults ``PREDICT_CONF`` and ``PREDICT_IOU``).
         """
         outputs = self.run(images)
         if self.has_nms:
@@ -193,7 +194,7 @@ class OnnxModel:
         if not self.meta["decode"]:
             grids, strides = anchor_grid_for_input(*self.img_size)
             pred = decode_outputs(pred, grids, strides, sigmoid=False)
-        dets, counts = postprocess_padded(pred, self.num_classes, 0.25 if conf is None else conf,
-                                          0.45 if nms is None else nms, bool(class_agnostic), max_det=max_det)
+        dets, counts = postprocess_padded(pred, self.num_classes, PREDICT_CONF if conf is None else conf,
+                                          PREDICT_IOU if nms is None else nms, bool(class_agnostic), max_det=max_det)
         return padded_from_torch(dets, counts)
 

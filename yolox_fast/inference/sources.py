@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..data.preprocess import read_image
+from ..data.preprocess import IMAGE_SUFFIXES, read_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 
 DEFAULT_STRIDES = (8, 16, 32)
+
+
+def check_input_size(size, what: str = "img_size", strides: Sequence[int] = DEFAULT_STRIDES) -> tuple[int, int]:
+    """``size`` (one int, or ``(h, w)``) as ``(h, w)``; each side a positive multiple of the largest stride.
+
+    The one rule for every network input size (training, evaluation, prediction, export): the coarsest
+    feature map must tile the input exactly, so each side is a multiple of ``max(strides)`` (32).
+
+    Raises:
+        ValueError: naming ``what`` (the argument or flag) and the size given.
+    """
+    top = max(strides)
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
+    bad = (isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < top or s % top for s in pair)
+    if len(pair) != 2 or any(bad):
+        shown = " ".join(map(str, size)) if isinstance(size, Sequence) and not isinstance(size, str) else repr(size)
+        raise ValueError(f"{what} must be a positive multiple of {top}, got {shown}")
+    return int(pair[0]), int(pair[1])
 
 
 def anchor_grid(
@@ -39,7 +58,5 @@ def anchor_grid_for_input(
     height: int, width: int, strides: Sequence[int] = DEFAULT_STRIDES, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`anchor_grid` for an input of ``height x width`` pixels (multiples of the largest stride)."""
-    top = max(strides)
-    if height % top or width % top:
-        raise ValueError(f"input size {height}x{width} must be a multiple of {top}")
+    check_input_size((height, width), "the input size", strides)
     return anchor_grid([(height // s, width // s) for s in strides], strides, device)

@@ -59,7 +59,16 @@ OP = "postprocess"
 #: Default ``max_det`` of :func:`postprocess_padded`.
 DEFAULT_MAX_DET = 300
 
-__all__ = ["PaddedDetections", "postprocess", "postprocess_padded", "padded_to_list", "DEFAULT_MAX_DET"]
+#: What a detector predicts with unless told otherwise: score threshold (``obj * cls``), NMS IoU threshold
+#: and detections per image. The one definition for ``predict``, :class:`yolox_fast.Detector`, the ONNX
+#: Runtime model and the export's in-graph NMS. (Evaluation keeps nearly every box instead: 0.01 / 0.65.
+#: :func:`postprocess` keeps the official function's own signature defaults.)
+PREDICT_CONF = 0.25
+PREDICT_IOU = 0.45
+PREDICT_MAX_DET = 100
+
+__all__ = ["PaddedDetections", "postprocess", "postprocess_padded", "padded_to_list", "DEFAULT_MAX_DET",
+           "PREDICT_CONF", "PREDICT_IOU", "PREDICT_MAX_DET"]
 
 
 class PaddedDetections(NamedTuple):
