@@ -119,7 +119,7 @@ BAD_INPUTS = {
     "train --resume truncated": ("train", lambda f: ["--resume", str(f["truncated"])], 2, ["truncated"]),
     "train --resume official": ("train", lambda f: ["--resume", str(f["good"])], 2,
                                 ["not a yolox_fast training checkpoint", "--weights"]),
-    "eval no arguments": ("eval", lambda f: [], 2, ["--ckpt, --images, --ann are required"]),
+    "eval no arguments": ("eval", lambda f: [], 2, ["--weights, --images, --ann are required"]),
     "eval missing checkpoint": ("eval", lambda f: eval_args(f, "missing.pt"), 2, ["checkpoint not found"]),
     "eval text checkpoint": ("eval", lambda f: eval_args(f, f["text"]), 2, ["not a PyTorch checkpoint (text)"]),
     "eval json checkpoint": ("eval", lambda f: eval_args(f, f["json"]), 2, ["not a PyTorch checkpoint (text)"]),

@@ -52,7 +52,7 @@ def test_baked_settings_are_enforced(exported):
     model = OnnxModel(exported["nms"])
     with pytest.raises(ValueError, match="cannot detect below it"):
         model.check_settings(0.01, 0.5)
-    with pytest.raises(ValueError, match="--nms-thre 0.5"):
+    with pytest.raises(ValueError, match="--iou 0.5"):
         model.check_settings(0.05, 0.65)
     with pytest.raises(ValueError, match="class-aware NMS"):
         model.check_settings(0.05, 0.5, class_agnostic=True)

@@ -1,12 +1,13 @@
 """Command line: COCO box AP of a YOLOX checkpoint.
 
-    python -m yolox_fast.eval --ckpt weights/yolox_nano.pth --model yolox-nano \\
+    python -m yolox_fast.eval --weights weights/yolox_nano.pth --model yolox-nano \\
         --images coco128/train2017 --ann coco128/annotations/instances_train2017.json
 
 Takes official checkpoints (``{"model": state_dict}``) and yolox_fast training checkpoints (their EMA
-weights when present, unless ``--no-ema``). Prints the per-class AP table, pycocotools' summary and
-the main numbers. Exit status: 0 on success, 1 when the evaluation fails (the message says why),
-2 on bad arguments.
+weights when present, unless ``--no-ema``), evaluated at the size the checkpoint was trained at (the
+model's 416 or 640 for official weights) unless ``--img-size`` says otherwise. Prints the per-class AP
+table, pycocotools' summary and the main numbers. Exit status: 0 on success, 1 when the evaluation fails
+(the message says why), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from .cli import add_debug_flag, run_cli
 
-EXAMPLE = ("python -m yolox_fast.eval --ckpt weights/yolox_nano.pth --model yolox-nano "
+EXAMPLE = ("python -m yolox_fast.eval --weights weights/yolox_nano.pth --model yolox-nano "
            "--images coco128/train2017 --ann coco128/annotations/instances_train2017.json")
 
 
@@ -29,14 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="COCO bbox evaluation (pycocotools) of a YOLOX checkpoint.",
         epilog=f"example: {EXAMPLE}",
     )
-    parser.add_argument("--ckpt", help="checkpoint: official {'model': state_dict} or a yolox_fast training checkpoint")
+    parser.add_argument("--weights", "--ckpt", dest="weights",
+                        help="checkpoint: official {'model': state_dict} or a yolox_fast training checkpoint "
+                             "(--ckpt is its old name)")
     parser.add_argument("--onnx", help="evaluate a model exported by yolox_fast.export in ONNX Runtime instead")
     parser.add_argument("--model", help="yolox-nano, -tiny, -s, -m, -l or -x (default: inferred from the checkpoint)")
     parser.add_argument("--images", help="folder holding the images named in the annotation file")
     parser.add_argument("--ann", help="COCO instances annotation JSON")
-    parser.add_argument("--img-size", type=int, default=416, help="network input size (default 416)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="network input size, a multiple of 32 (default: the size the checkpoint was trained at, "
+                             "else the model's 416 or 640; an ONNX file's own)")
     parser.add_argument("--conf", type=float, default=0.01, help="score threshold (default 0.01)")
-    parser.add_argument("--nms", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
+    parser.add_argument("--iou", "--nms", dest="iou", type=float, default=0.65,
+                        help="NMS IoU threshold (default 0.65; --nms is its old name)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None,
@@ -60,12 +66,16 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    missing = [flag for flag, value in (("--ckpt", args.ckpt or args.onnx), ("--images", args.images),
+    from .ops.anchors import check_input_size
+
+    missing = [flag for flag, value in (("--weights", args.weights or args.onnx), ("--images", args.images),
                                         ("--ann", args.ann)) if not value]
     if missing:
         parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
-    if args.batch_size < 1 or args.img_size < 32 or args.img_size % 32:
-        parser.error("--batch-size must be >= 1 and --img-size a positive multiple of 32")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.img_size is not None:
+        check_input_size(args.img_size, "--img-size")
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -88,22 +98,23 @@ def _main(argv: list[str]) -> int:
         from .deploy.onnx_runtime import OnnxModel
 
         model = OnnxModel(args.onnx, device=device, threads=args.threads)
-        model.check_settings(args.conf, args.nms, args.class_agnostic)
-        name, num_classes, which, args.ckpt = model.model_name, model.num_classes, "ONNX", args.onnx
-        args.img_size = model.img_size[0]
+        model.check_settings(args.conf, args.iou, args.class_agnostic)
+        name, num_classes, which, source = model.model_name, model.num_classes, "ONNX", args.onnx
+        size = (args.img_size,) * 2 if args.img_size else tuple(model.img_size)  # another size: an error below
     else:
-        model, info = load_model(args.ckpt, model_name=args.model, num_classes=args.num_classes,
+        model, info = load_model(args.weights, model_name=args.model, num_classes=args.num_classes,
                                  prefer_ema=not args.no_ema)
-        name, num_classes, which = info.model_name, info.num_classes, info.which
+        name, num_classes, which, source = info.model_name, info.num_classes, info.which, args.weights
+        size = (args.img_size,) * 2 if args.img_size else info.input_size
         model.to(device)
     coco = load_coco(args.ann, verbose=args.verbose)
     image_ids = coco.getImgIds()[: args.max_images] if args.max_images else None
-    evaluator = COCOEvaluator(args.images, coco, img_size=args.img_size, conf=args.conf, nms=args.nms,
+    evaluator = COCOEvaluator(args.images, coco, img_size=size, conf=args.conf, nms=args.iou,
                               batch_size=args.batch_size, class_agnostic=args.class_agnostic,
                               image_ids=image_ids, verbose=args.verbose, progress=args.progress)
-    print(f"{name} ({num_classes} classes, {which} weights of {args.ckpt}) on {len(evaluator.image_ids)} images, "
-          f"{args.img_size}x{args.img_size}, conf {args.conf}, "
-          f"{'class-agnostic' if args.class_agnostic else 'class-aware'} NMS {args.nms}, {device}", flush=True)
+    print(f"{name} ({num_classes} classes, {which} weights of {source}) on {len(evaluator.image_ids)} images, "
+          f"{size[0]}x{size[1]}, conf {args.conf}, "
+          f"{'class-agnostic' if args.class_agnostic else 'class-aware'} NMS {args.iou}, {device}", flush=True)
     start = time.perf_counter()
     stats = evaluator.evaluate(model, device)
     wall = time.perf_counter() - start

@@ -20,6 +20,7 @@ import sys
 import time
 
 from .cli import UsageError, add_debug_flag, run_cli
+from .ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
 PROG = "python -m yolox_fast.predict"
 
@@ -32,11 +33,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     weights.add_argument("--weights", "--ckpt", dest="weights", help="checkpoint (official or yolox_fast), PyTorch")
     weights.add_argument("--onnx", help="a model exported by yolox_fast.export, run in ONNX Runtime")
     parser.add_argument("--model", default=None, help="preset name (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=int, default=None, help="input size, a multiple of 32 (default: model's)")
-    parser.add_argument("--conf", type=float, default=None, help="score threshold (default 0.25)")
-    parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="input size, a multiple of 32 (default: the size the checkpoint was trained at, else the "
+                             "model's 416 or 640; an ONNX file's own)")
+    parser.add_argument("--conf", type=float, default=None, help=f"score threshold (default {PREDICT_CONF})")
+    parser.add_argument("--iou", "--nms", dest="iou", type=float, default=None,
+                        help=f"NMS IoU threshold (default {PREDICT_IOU}; --nms is its old name)")
     parser.add_argument("--class-agnostic", action="store_true", help="one NMS over all classes")
-    parser.add_argument("--max-det", type=int, default=100, help="detections per image (default 100)")
+    parser.add_argument("--max-det", type=int, default=PREDICT_MAX_DET,
+                        help=f"detections per image (default {PREDICT_MAX_DET})")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass for folders (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
@@ -85,13 +90,15 @@ class _Names:
 
 def _main(argv: list[str], prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
-    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
-        raise UsageError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    from .ops.anchors import check_input_size
+
+    if args.img_size is not None:
+        check_input_size(args.img_size, "--img-size")
     if args.batch_size < 1 or args.max_det < 1:
         raise UsageError("--batch-size and --max-det must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
-    for flag, value in (("--conf", args.conf), ("--nms", args.nms)):
+    for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"{flag} must be in [0, 1], got {value}")
     if args.onnx and args.model:
@@ -108,7 +115,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     sources = resolve_sources(args.source)
     device = args.device if args.onnx else resolve_device(args.device)
     detector = Detector(args.onnx or args.weights, model=args.model, img_size=args.img_size, conf=args.conf,
-                        nms=args.nms, device=device, class_agnostic=args.class_agnostic, max_det=args.max_det,
+                        nms=args.iou, device=device, class_agnostic=args.class_agnostic, max_det=args.max_det,
                         batch_size=args.batch_size, threads=args.threads)
     run_dir = new_run_dir(args.project, args.name)
     print(f"{detector.describe()}\nresults -> {run_dir}", flush=True)

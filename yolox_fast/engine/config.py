@@ -19,6 +19,7 @@ from typing import Any
 
 from ..models import PRESETS, canonical_name
 from ..models.layout import LAYOUT_MODES
+from ..ops.anchors import check_input_size
 from ..ops.simota_variant import DEFAULT_VARIANT, VARIANTS
 
 #: Training settings that the official experiment files of the small models change from the defaults
@@ -54,9 +55,11 @@ DEMO_DEFAULTS: dict[str, Any] = {
 _INT, _FLOAT, _STR, _BOOL, _INT_PAIR, _FLOAT_PAIR, _STR_LIST = "int", "float", "str", "bool", "int2", "float2", "strs"
 
 
-def _opt(default, kind: str, help: str):
-    """A config field with its parse kind and help text (its CLI flag is ``--`` + the name with dashes)."""
-    return field(default=default, metadata={"kind": kind, "help": help})
+def _opt(default, kind: str, help: str, flag: str | None = None):
+    """A config field with its parse kind and help text. Its CLI flag is ``--`` + the name with dashes, unless
+    ``flag`` names another one (the name every command uses for that setting); the field's own then stays an
+    alias."""
+    return field(default=default, metadata={"kind": kind, "help": help, "flag": flag})
 
 
 @dataclass
@@ -146,7 +149,7 @@ class TrainConfig:
     # -- evaluation -------------------------------------------------------------------------------------
     eval_interval: int = _opt(10, _INT, "evaluate every N epochs (every epoch in the no-aug phase)")
     test_conf: float = _opt(0.01, _FLOAT, "evaluation score threshold")
-    nms: float = _opt(0.65, _FLOAT, "evaluation NMS IoU threshold")
+    nms: float = _opt(0.65, _FLOAT, "evaluation NMS IoU threshold (--nms is its old name)", flag="--iou")
     eval_batch_size: int = _opt(8, _INT, "evaluation batch size")
 
     # -- run --------------------------------------------------------------------------------------------
@@ -229,8 +232,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("img_size", "test_size"):
             size = getattr(self, name)
-            if size is not None and (size < 32 or size % 32):
-                raise ValueError(f"{name} must be a positive multiple of 32, got {size}")
+            if size is not None:
+                check_input_size(size, name)
         for name in ("mosaic_prob", "mixup_prob", "hsv_prob", "flip_prob", "min_lr_ratio", "test_conf", "nms"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -358,23 +361,26 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("training settings (also settable in --config files)")
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        own = "--" + f.name.replace("_", "-")
+        flags = [f.metadata["flag"], own] if f.metadata.get("flag") else [own]
         kind, default = f.metadata["kind"], f.default
         help_text = f.metadata["help"]
         if "(default" not in help_text:  # fields whose help explains their default themselves keep it
             help_text += f" (default: {'none' if default is None else _show(default)})"
         if kind == _BOOL:
             group.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         elif kind in (_INT_PAIR, _FLOAT_PAIR):
             group.add_argument(
-                flag, dest=f.name, nargs=2, metavar=("LOW", "HIGH"), default=argparse.SUPPRESS, help=help_text
+                *flags, dest=f.name, nargs=2, metavar=("LOW", "HIGH"), default=argparse.SUPPRESS, help=help_text
             )
         elif kind == _STR_LIST:
-            group.add_argument(flag, dest=f.name, nargs="+", metavar="NAME", default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(*flags, dest=f.name, nargs="+", metavar="NAME", default=argparse.SUPPRESS,
+                               help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, metavar=f.name.upper(), default=argparse.SUPPRESS, help=help_text)
+            metavar = flags[0].lstrip("-").replace("-", "_").upper()
+            group.add_argument(*flags, dest=f.name, metavar=metavar, default=argparse.SUPPRESS, help=help_text)
 
 
 def _show(value) -> str:

@@ -23,8 +23,9 @@ from ..data.preprocess import preprocess
 from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 from .results import Detections
 from ..deploy.onnx_runtime import OnnxModel, PaddedResult, padded_from_torch
+from ..ops.anchors import check_input_size
+from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
-DEFAULT_CONF, DEFAULT_NMS = 0.25, 0.45
 
 
 def resolve_device(device: str | None) -> str:
@@ -46,18 +47,17 @@ class _TorchBackend:
     """A YOLOX nn.Module + :func:`yolox_fast.ops.postprocess_padded`."""
 
     def __init__(self, weights, model_name, img_size, device, prefer_ema=True):
-        from ..models import PRESETS
         from ..models.checkpoint import load_model
+        from ..models.layout import inference_memory_format
 
         self.model, self.info = load_model(weights, model_name=model_name, prefer_ema=prefer_ema)
         self.device = torch.device(device)
         self.model.to(self.device)
         self.class_names = list(self.info.class_names)
         self.num_classes = self.info.num_classes
-        size = img_size or PRESETS[self.info.model_name]["input_size"]
+        size = img_size or self.info.input_size  # the size the checkpoint was trained at, else the preset's
         self.img_size = (size, size) if isinstance(size, int) else tuple(size)
-        # channels-last input: faster CPU convolutions (see COCOEvaluator.predict), same results to ~1e-6
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
+        self.memory_format = inference_memory_format(self.device)
 
     def describe(self) -> str:
         return f"{self.info.describe()} on {self.device}"
@@ -96,10 +96,11 @@ class Detector:
         weights: a checkpoint (official or yolox_fast; PyTorch) or an ``.onnx`` file from
             :mod:`yolox_fast.export` (ONNX Runtime).
         model: preset name (default: the checkpoint's; ignored for ONNX, which records it).
-        img_size: network input size, a multiple of 32 (default: the model's, or the ONNX file's).
-        conf: score threshold (default 0.25; an ONNX graph with NMS takes its exported one unless a higher
-            one is given).
-        nms: NMS IoU threshold (default 0.45, or the ONNX graph's).
+        img_size: network input size, a multiple of 32 (default: the size the checkpoint was trained at, else
+            the model's; the ONNX file's).
+        conf: score threshold (default ``PREDICT_CONF`` 0.25; an ONNX graph with NMS takes its exported one
+            unless a higher one is given).
+        nms: NMS IoU threshold (default ``PREDICT_IOU`` 0.45, or the ONNX graph's).
         device: ``cpu``, ``cuda``, ``cuda:N`` (default: cuda when available).
         class_agnostic: one NMS over all classes.
         max_det: detections per image at most.
@@ -115,10 +116,11 @@ class Detector:
 
     def __init__(self, weights: str | os.PathLike, model: str | None = None, img_size: int | None = None,
                  conf: float | None = None, nms: float | None = None, device: str | None = None,
-                 class_agnostic: bool = False, max_det: int = 100, batch_size: int = 1, threads: int | None = None):
+                 class_agnostic: bool = False, max_det: int = PREDICT_MAX_DET, batch_size: int = 1,
+                 threads: int | None = None):
         weights = os.fspath(weights)
-        if img_size is not None and (img_size < 32 or img_size % 32):
-            raise ValueError(f"img_size must be a positive multiple of 32, got {img_size}")
+        if img_size is not None:
+            check_input_size(img_size, "img_size")
         if batch_size < 1 or max_det < 1:
             raise ValueError(f"batch_size and max_det must be >= 1, got {batch_size} and {max_det}")
         self.is_onnx = weights.lower().endswith(".onnx")
@@ -131,8 +133,8 @@ class Detector:
                 nms, class_agnostic = onnx_model.meta["nms_thre"], onnx_model.meta["class_agnostic"]
         else:
             self.backend = _TorchBackend(weights, model, img_size, resolve_device(device))
-        self.conf = DEFAULT_CONF if conf is None else float(conf)
-        self.nms = DEFAULT_NMS if nms is None else float(nms)
+        self.conf = PREDICT_CONF if conf is None else float(conf)
+        self.nms = PREDICT_IOU if nms is None else float(nms)
         self.class_agnostic, self.max_det, self.batch_size = bool(class_agnostic), int(max_det), int(batch_size)
 
     @property
