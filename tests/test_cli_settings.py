@@ -53,8 +53,9 @@ def test_predict_uses_the_trained_size_and_names(trained, shared_data):
 
 
 def test_eval_uses_the_trained_size(trained):
-    proc = command("eval", "--weights", trained["ckpt"], "--images", trained["val_images"], "--ann",
-                   trained["val_ann"], "--device", "cpu", "--batch-size", 4, cwd=trained["root"])
+    # --ckpt: the old name of --weights, still accepted
+    proc = command("eval", "--ckpt", trained["ckpt"], "--images", trained["val_images"], "--ann", trained["val_ann"],
+                   "--device", "cpu", "--batch-size", 4, cwd=trained["root"])
     assert proc.returncode == 0, proc.stderr
     assert f"{TRAINED_SIZE}x{TRAINED_SIZE}, conf 0.01" in proc.stdout
 
