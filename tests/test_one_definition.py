@@ -83,6 +83,29 @@ def test_inference_layout_comes_from_models_layout(path: Path):
     assert not found, f"{_rel(path)} picks a memory format itself: {found}"
 
 
+#: The functions that take SimOTA's eight tensors one by one: public APIs and the op schema's fake kernel.
+#: Everything else passes a SimOTABatch (yolox_fast/ops/simota_batch.py).
+SIMOTA_SPELLED_OUT = {"ops/simota.py:simota_assign", "ops/simota.py:_simota_assign_fake",
+                      "ops/reference.py:simota_assign", "ops/simota_torch.py:simota_assign_torch",
+                      "models/assigner.py:validate", "models/assigner.py:assign"}
+
+
+def _simota_signatures(path: Path) -> list[str]:
+    """``file:function`` for each function of ``path`` whose parameters are SimOTA's eight tensors."""
+    from yolox_fast.ops.simota_batch import SimOTABatch
+
+    return [f"{_rel(path)}:{n.name}" for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and set(SimOTABatch._fields) <= {a.arg for a in n.args.args}]
+
+
+def test_simota_tensors_travel_as_one_batch():
+    found = {sig for path in MODULES for sig in _simota_signatures(path)}
+    extra = sorted(found - SIMOTA_SPELLED_OUT)
+    assert not extra, f"functions spelling out SimOTA's eight tensors (pass a SimOTABatch): {extra}"
+    assert found == SIMOTA_SPELLED_OUT  # the check sees them (so it can fail)
+
+
 def test_the_one_definitions_hold_what_they_say():
     assert (PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET) == (0.25, 0.45, 100)
     assert {".jpg", ".jpeg", ".png", ".bmp", ".webp"} <= set(IMAGE_SUFFIXES)
