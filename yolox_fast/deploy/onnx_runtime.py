@@ -122,6 +122,13 @@ class OnnxModel:
         return (f"{self.model_name or 'YOLOX'} ONNX {self.path} ({self.num_classes} classes, "
                 f"{self.img_size[0]}x{self.img_size[1]}, {post}, {self.session.get_providers()[0]})")
 
+    def parameter_count(self) -> int:
+        """Elements of the graph's weights (its initializers: the network's parameters and constants)."""
+        import onnx
+
+        graph = onnx.load(self.path, load_external_data=False).graph
+        return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """The raw graph outputs for ``images [B, 3, h, w]`` float32 (a static-batch model runs in chunks)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
@@ -170,31 +177,45 @@ class OnnxModel:
         """
         outputs = self.run(images)
         if self.has_nms:
-            self.check_settings(conf, nms, class_agnostic)
-            named = dict(zip(self.output_names, outputs, strict=True))
-            counts, boxes, scores, labels = (named[k] for k in ("num_dets", "boxes", "scores", "labels"))
-            counts = counts.astype(np.int64)
-            if conf is not None and conf > self.meta["conf"]:
-                # scores are sorted: the count of each image is the number of rows at or above conf
-                rows = np.arange(scores.shape[1])[None] < counts[:, None]
-                counts = ((scores >= conf) & rows).sum(1).astype(np.int64)
-                unused = np.arange(scores.shape[1])[None] >= counts[:, None]
-                boxes, scores, labels = boxes.copy(), scores.copy(), labels.copy()
-                boxes[unused], scores[unused], labels[unused] = 0, 0, 0
-            if max_det is not None and max_det < boxes.shape[1]:
-                counts = np.minimum(counts, max_det)
-                boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
-            return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
-
+            return self.padded_from_nms_outputs(outputs, conf, nms, class_agnostic, max_det)
         from ..ops import postprocess_padded
-        from ..ops.anchors import anchor_grid_for_input
-        from ..ops.box_coding import decode_outputs
 
-        pred = torch.from_numpy(outputs[0])
-        if not self.meta["decode"]:
-            grids, strides = anchor_grid_for_input(*self.img_size)
-            pred = decode_outputs(pred, grids, strides, sigmoid=False)
-        dets, counts = postprocess_padded(pred, self.num_classes, PREDICT_CONF if conf is None else conf,
-                                          PREDICT_IOU if nms is None else nms, bool(class_agnostic), max_det=max_det)
+        dets, counts = postprocess_padded(self.decoded(outputs), self.num_classes,
+                                          PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms,
+                                          bool(class_agnostic), max_det=max_det)
         return padded_from_torch(dets, counts)
 
+    def padded_from_nms_outputs(self, outputs: list[np.ndarray], conf: float | None = None, nms: float | None = None,
+                                class_agnostic: bool | None = None,
+                                max_det: int | None = PREDICT_MAX_DET) -> PaddedResult:
+        """The outputs of a graph with NMS (:meth:`run`) as a :class:`PaddedResult`: ``conf`` (at least the
+        exported one) filters further, ``max_det`` cuts; ``nms`` and ``class_agnostic`` must be the export's."""
+        self.check_settings(conf, nms, class_agnostic)
+        named = dict(zip(self.output_names, outputs, strict=True))
+        counts, boxes, scores, labels = (named[k] for k in ("num_dets", "boxes", "scores", "labels"))
+        counts = counts.astype(np.int64)
+        if conf is not None and conf > self.meta["conf"]:
+            # scores are sorted: the count of each image is the number of rows at or above conf
+            rows = np.arange(scores.shape[1])[None] < counts[:, None]
+            counts = ((scores >= conf) & rows).sum(1).astype(np.int64)
+            unused = np.arange(scores.shape[1])[None] >= counts[:, None]
+            boxes, scores, labels = boxes.copy(), scores.copy(), labels.copy()
+            boxes[unused], scores[unused], labels[unused] = 0, 0, 0
+        if max_det is not None and max_det < boxes.shape[1]:
+            counts = np.minimum(counts, max_det)
+            boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
+        return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
+
+    def decoded(self, outputs: list[np.ndarray]) -> torch.Tensor:
+        """The outputs of a prediction graph (:meth:`run`) as decoded predictions ``[B, A, 5 + C]`` (torch), what
+        :func:`yolox_fast.ops.postprocess_padded` takes; a ``--decode none`` graph is decoded here."""
+        if self.has_nms:
+            raise ValueError(f"{self.path} has NMS in its graph: its outputs are detections, not predictions")
+        pred = torch.from_numpy(outputs[0])
+        if not self.meta["decode"]:
+            from ..ops.anchors import anchor_grid_for_input
+            from ..ops.box_coding import decode_outputs
+
+            grids, strides = anchor_grid_for_input(*self.img_size)
+            pred = decode_outputs(pred, grids, strides, sigmoid=False)
+        return pred

@@ -2,8 +2,10 @@
 
 Protocol: every image of the annotation file (or the chosen ``image_ids``) is read as BGR, letterboxed
 to ``img_size`` (keep ratio, top-left paste on 114, no normalisation), run through the model in eval
-mode, filtered with :func:`yolox_fast.postprocess` (``conf``, class-aware NMS ``nms``), mapped back to
-the original image (divide by the resize ratio) and scored with ``COCOeval(iouType="bbox")``.
+mode, filtered with :func:`yolox_fast.ops.postprocess_padded` (``conf``, class-aware NMS ``nms``, no
+detection limit), mapped back to the original image (divide by the resize ratio) and scored with
+``COCOeval(iouType="bbox")``. The model runs through :mod:`yolox_fast.inference.runner` and the
+results are written by :meth:`yolox_fast.inference.Detections.to_coco`, as in prediction.
 
 Model class ``i`` is COCO category ``sorted(coco.getCatIds())[i]`` (the official ``COCODataset`` rule),
 and a detection's score is ``objectness * class confidence``.
@@ -30,9 +32,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 
-from ..data import preprocess, read_image
-from ..models.layout import inference_memory_format
-from ..ops.postprocess import postprocess
+from ..data import read_image
+from ..inference.results import Detections
+from ..inference.runner import DetectSettings, Runner, TorchRunner, letterbox_batch, make_runner, model_num_classes
 
 #: Names of ``COCOeval.stats`` in order; -1 means "no ground truth in that range" (pycocotools' convention).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -107,15 +109,6 @@ def load_coco(ann_file: str | os.PathLike | Mapping | COCO, verbose: bool = Fals
     with _captured_stdout(verbose):
         coco.createIndex()
     return coco
-
-
-def _model_num_classes(model: nn.Module) -> int | None:
-    """The class count a YOLOX-like model declares (``model.num_classes`` or ``model.head.num_classes``)."""
-    for owner in (model, getattr(model, "head", None)):
-        n = getattr(owner, "num_classes", None)
-        if isinstance(n, int):
-            return n
-    return None
 
 
 def format_per_class_table(per_class: Mapping[str, float], per_class_ap50: Mapping[str, float] | None = None,
@@ -226,16 +219,14 @@ class COCOEvaluator:
         A network box maps back as ``box / r * (sx, sy)``; ``sx``/``sy`` are 1 unless the file's size
         differs from the one recorded in the annotations, whose frame the boxes must be in.
         """
-        tensors, scales = [], []
-        for image_id in image_ids:
-            img = read_image(self._path(image_id))
-            tensor, r = preprocess(img, self.img_size)
+        images = [read_image(self._path(image_id)) for image_id in image_ids]
+        batch, ratios = letterbox_batch(images, self.img_size)
+        scales = []
+        for image_id, img, r in zip(image_ids, images, ratios, strict=True):
             info = self.coco.imgs[image_id]
             h, w = img.shape[:2]
-            sx, sy = info.get("width", w) / w, info.get("height", h) / h
-            tensors.append(tensor)
-            scales.append((r, sx, sy))
-        return torch.stack(tensors), scales
+            scales.append((r, info.get("width", w) / w, info.get("height", h) / h))
+        return batch, scales
 
     def _batches(self, prefetch: bool) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[float, float, float]]]]:
         """``(image ids, images, scales)`` per batch; decoding of batch k+1 overlaps the use of batch k
@@ -255,96 +246,58 @@ class COCOEvaluator:
                     pending = pool.submit(self._load_batch, chunks[k + 1])
                 yield chunk, images, scales
 
-    def _to_results(self, image_id: int, dets: torch.Tensor | None, scale: tuple[float, float, float]) -> list[dict]:
-        """One image's postprocess rows ``(x1, y1, x2, y2, obj, cls_conf, cls_id)`` as COCO result dicts."""
-        if dets is None or dets.shape[0] == 0:
-            return []
-        dets = dets.detach().float().cpu()
-        r, sx, sy = scale
-        boxes = dets[:, :4] / r
-        if sx != 1.0 or sy != 1.0:
-            boxes = boxes * torch.tensor([sx, sy, sx, sy])
-        boxes[:, 2:] -= boxes[:, :2]  # x1, y1, x2, y2 -> x, y, w, h
-        scores = (dets[:, 4] * dets[:, 5]).tolist()
-        cats = [self.cat_ids[c] for c in dets[:, 6].long().tolist()]
-        return [{"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-                for b, s, c in zip(boxes.tolist(), scores, cats, strict=True)]
-
-    def predict(self, model: nn.Module, device: torch.device | str | None = None) -> list[dict]:
+    def predict(self, model, device: torch.device | str | None = None) -> list[dict]:
         """Run ``model`` over the split; COCO results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
-        "score"}]`` in original-image pixels.
+        "score"}]`` in original-image pixels (the annotation file's frame).
 
-        ``model`` may also be an exported model in ONNX Runtime (:class:`yolox_fast.deploy.onnx_runtime.OnnxModel`):
-        see :meth:`predict_onnx`.
+        ``model``: an ``nn.Module`` (the model being trained, a loaded checkpoint), an exported model in ONNX
+        Runtime (:class:`yolox_fast.deploy.onnx_runtime.OnnxModel`) or a runner; it runs through
+        :mod:`yolox_fast.inference.runner`, the path prediction takes, with this evaluator's ``conf``,
+        ``nms`` and NMS mode and no detection limit. A graph with NMS brings its own thresholds (``conf``
+        may only be higher, see :meth:`~yolox_fast.deploy.onnx_runtime.OnnxModel.check_settings`).
 
-        The model runs in eval mode under ``torch.no_grad``; every module's train/eval flag is restored
-        afterwards, and so is the model's device when ``device`` differs from it.
+        An ``nn.Module`` runs in eval mode; every module's train/eval flag is restored afterwards, and so
+        is the model's device when ``device`` differs from it.
 
         Raises:
-            ValueError: the model's class count differs from the annotation categories, or an image
-                cannot be decoded (the message names the file).
+            ValueError: the model's class count (or an ONNX model's input size) differs from the
+                evaluation's, or an image cannot be decoded (the message names the file).
         """
-        if not isinstance(model, nn.Module) and hasattr(model, "detect"):
-            return self.predict_onnx(model)
-        declared = _model_num_classes(model)
+        if not isinstance(model, nn.Module):
+            return self._predict_with(make_runner(model))
+        declared = model_num_classes(model)
         if declared is not None and declared != self.num_classes:
             raise ValueError(f"the model predicts {declared} classes but the annotation file has "
                              f"{self.num_classes} categories")
         param = next(model.parameters(), None)
         model_device = param.device if param is not None else torch.device("cpu")
         device = torch.device(device) if device is not None else model_device
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        memory_format = inference_memory_format(device)
         modes = [(m, m.training) for m in model.modules()]
         moved = device != model_device
-        results: list[dict] = []
-        batches = generator = None
         try:
             if moved:
                 model.to(device)
             model.eval()
-            prefetch = self.prefetch if self.prefetch is not None else device.type != "cpu"
-            batches = generator = self._batches(prefetch)
-            if self.progress:
-                from tqdm import tqdm
-
-                batches = tqdm(batches, total=math.ceil(len(self.image_ids) / self.batch_size), desc="COCO eval",
-                               unit="batch")
-            with torch.no_grad():
-                for image_ids, images, scales in batches:
-                    images = images.to(device=device, dtype=dtype, non_blocking=True, memory_format=memory_format)
-                    pred = model(images)
-                    num_classes = pred.shape[-1] - 5
-                    if pred.dim() != 3 or num_classes != self.num_classes:
-                        raise ValueError(f"the model output {tuple(pred.shape)} does not hold "
-                                         f"[B, A, 5 + {self.num_classes}] predictions for the annotation categories")
-                    dets = postprocess(pred.float(), num_classes, self.conf, self.nms, self.class_agnostic)
-                    for image_id, image_dets, scale in zip(image_ids, dets, scales, strict=True):
-                        results.extend(self._to_results(image_id, image_dets, scale))
+            runner = TorchRunner(model, class_names=self.class_names, img_size=self.img_size, device=device)
+            return self._predict_with(runner, device.type != "cpu")
         finally:
-            if batches is not generator:
-                batches.close()  # the progress bar
-            if generator is not None:
-                generator.close()  # stop the decoding thread now, also when the model raised
             if moved:
                 model.to(model_device)
             for module, training in modes:
                 module.training = training
-        return results
 
-    def predict_onnx(self, onnx_model) -> list[dict]:
-        """:meth:`predict` for a :class:`yolox_fast.deploy.onnx_runtime.OnnxModel` (same images, preprocessing and
-        results format). A graph with NMS brings its own thresholds (``conf`` may only be higher, see
-        :meth:`~yolox_fast.deploy.onnx_runtime.OnnxModel.check_settings`); a prediction graph is postprocessed here
-        with ``conf``/``nms`` and no detection limit, exactly as a PyTorch model."""
-        if onnx_model.num_classes != self.num_classes:
-            raise ValueError(f"the ONNX model predicts {onnx_model.num_classes} classes but the annotation file has "
+    def _predict_with(self, runner: Runner, on_gpu: bool = False) -> list[dict]:
+        """The COCO results of ``runner`` over the split (prefetching by default only on a GPU)."""
+        if runner.num_classes != self.num_classes:
+            raise ValueError(f"the model predicts {runner.num_classes} classes but the annotation file has "
                              f"{self.num_classes} categories")
-        if tuple(onnx_model.img_size) != tuple(self.img_size):
-            raise ValueError(f"the ONNX model takes {onnx_model.img_size[0]}x{onnx_model.img_size[1]} images; "
+        if runner.img_size is not None and tuple(runner.img_size) != tuple(self.img_size):
+            raise ValueError(f"the model takes {runner.img_size[0]}x{runner.img_size[1]} images; "
                              f"evaluate at that size (got {self.img_size[0]}x{self.img_size[1]})")
+        settings = DetectSettings(self.conf, self.nms, self.class_agnostic, max_det=None)
         results: list[dict] = []
-        batches = generator = self._batches(bool(self.prefetch))
+        prefetch = self.prefetch if self.prefetch is not None else on_gpu
+        batches = generator = self._batches(prefetch)
         if self.progress:
             from tqdm import tqdm
 
@@ -352,17 +305,16 @@ class COCOEvaluator:
                            unit="batch")
         try:
             for image_ids, images, scales in batches:
-                found = onnx_model.detect(images.numpy(), self.conf, self.nms, self.class_agnostic, max_det=None)
-                for b, (image_id, scale) in enumerate(zip(image_ids, scales, strict=True)):
-                    n = int(found.counts[b])
-                    # rows (x1, y1, x2, y2, score, 1, class): _to_results scores them as obj * cls_conf
-                    rows = torch.cat([torch.from_numpy(found.boxes[b, :n]), torch.from_numpy(found.scores[b, :n, None]),
-                                      torch.ones((n, 1)), torch.from_numpy(found.labels[b, :n, None]).float()], 1)
-                    results.extend(self._to_results(image_id, rows, scale))
+                found = runner(images, settings)
+                for b, (image_id, (r, sx, sy)) in enumerate(zip(image_ids, scales, strict=True)):
+                    info = self.coco.imgs[image_id]
+                    detections = Detections.from_padded(found, b, r, self.class_names, scale_xy=(sx, sy),
+                                                         orig_shape=(info.get("height", 0), info.get("width", 0)))
+                    results.extend(detections.to_coco(image_id, category_ids=self.cat_ids))
         finally:
             if batches is not generator:
-                batches.close()
-            generator.close()
+                batches.close()  # the progress bar
+            generator.close()  # stop the decoding thread now, also when the model raised
         return results
 
     def score(self, results: Sequence[Mapping]) -> dict:

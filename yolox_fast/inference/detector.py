@@ -3,29 +3,33 @@
     from yolox_fast import Detector
     det = Detector("yolox_nano.pth", conf=0.3)            # or Detector("yolox_nano.onnx")
     result = det("dog.jpg")                              # -> Detections (boxes in original pixels)
-    result.xyxy, result.scores, result.class_ids, result.names
-    cv2.imwrite("out.jpg", result.plot())
+    result.xyxy, result.scores, result.class_ids, result.names, result.xywhn, result.speed
+    result[result.scores > 0.5].save("out.jpg")
+    det("dog.jpg", conf=0.5, classes=[0, 16])             # settings for one call
     for r in det("video.mp4"): ...                       # videos and cameras stream frame by frame
+    det.info()["summary"]                                # parameters and GFLOPs at the input size
 
-Both backends share the preprocessing (:func:`yolox_fast.data.preprocess`) and give the same
-detections (:mod:`yolox_fast.deploy.onnx_runtime` for the ONNX side).
+Both backends share the preprocessing and the postprocess through :mod:`yolox_fast.inference.runner`
+(which the COCO evaluation runs through too), and give the same detections.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..data.preprocess import preprocess
-from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 from .results import Detections
-from ..deploy.onnx_runtime import OnnxModel, PaddedResult, padded_from_torch
+from .runner import DetectSettings, OnnxRunner, TorchRunner, letterbox_batch
+from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
+from ..deploy.onnx_runtime import OnnxModel
 from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
+__all__ = ["Detector", "resolve_device"]
 
 
 def resolve_device(device: str | None) -> str:
@@ -43,50 +47,25 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-class _TorchBackend:
-    """A YOLOX nn.Module + :func:`yolox_fast.ops.postprocess_padded`."""
+def _torch_runner(weights, model_name, img_size, device) -> TorchRunner:
+    from ..models.checkpoint import load_model
 
-    def __init__(self, weights, model_name, img_size, device, prefer_ema=True):
-        from ..models.checkpoint import load_model
-        from ..models.layout import inference_memory_format
-
-        self.model, self.info = load_model(weights, model_name=model_name, prefer_ema=prefer_ema)
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        self.class_names = list(self.info.class_names)
-        self.num_classes = self.info.num_classes
-        size = img_size or self.info.input_size  # the size the checkpoint was trained at, else the preset's
-        self.img_size = (size, size) if isinstance(size, int) else tuple(size)
-        self.memory_format = inference_memory_format(self.device)
-
-    def describe(self) -> str:
-        return f"{self.info.describe()} on {self.device}"
-
-    def detect(self, batch: torch.Tensor, conf, nms, class_agnostic, max_det) -> PaddedResult:
-        from ..ops import postprocess_padded
-
-        with torch.inference_mode():
-            pred = self.model(batch.to(self.device, memory_format=self.memory_format))
-            dets, counts = postprocess_padded(pred, self.num_classes, conf, nms, bool(class_agnostic), max_det=max_det)
-        return padded_from_torch(dets, counts)
+    model, info = load_model(weights, model_name=model_name, prefer_ema=True)
+    model.to(device)
+    size = img_size or info.input_size  # the size the checkpoint was trained at, else the preset's
+    runner = TorchRunner(model, class_names=info.class_names, img_size=(size, size) if isinstance(size, int)
+                         else tuple(size), device=device, description=info.describe())
+    runner.checkpoint = info
+    return runner
 
 
-class _OnnxBackend:
-    def __init__(self, path, img_size, device, threads=None):
-        self.model = OnnxModel(path, device=device, threads=threads)
-        self.class_names = self.model.class_names
-        self.num_classes = self.model.num_classes
-        self.img_size = tuple(self.model.img_size)
-        if img_size is not None and tuple((img_size, img_size) if isinstance(img_size, int) else img_size) != \
-                self.img_size:
-            raise ValueError(f"{path} was exported for {self.img_size[0]}x{self.img_size[1]} input, not {img_size}; "
-                             "leave the size out or export again")
-
-    def describe(self) -> str:
-        return self.model.describe()
-
-    def detect(self, batch: torch.Tensor, conf, nms, class_agnostic, max_det) -> PaddedResult:
-        return self.model.detect(batch.numpy(), conf, nms, class_agnostic, max_det)
+def _onnx_runner(path, img_size, device, threads) -> OnnxRunner:
+    runner = OnnxRunner(OnnxModel(path, device=device, threads=threads))
+    if img_size is not None and tuple((img_size, img_size) if isinstance(img_size, int) else img_size) != \
+            runner.img_size:
+        raise ValueError(f"{path} was exported for {runner.img_size[0]}x{runner.img_size[1]} input, not {img_size}; "
+                         "leave the size out or export again")
+    return runner
 
 
 class Detector:
@@ -104,78 +83,134 @@ class Detector:
         device: ``cpu``, ``cuda``, ``cuda:N`` (default: cuda when available).
         class_agnostic: one NMS over all classes.
         max_det: detections per image at most.
+        classes: keep only these class indices (default: all), filtered before NMS (a left-out class
+            suppresses nothing).
         batch_size: images per forward pass for lists, folders and globs.
         threads: ONNX Runtime intra-op threads (default: its choice).
 
-    Calling it:
+    Calling it (``conf``, ``nms``, ``classes`` and ``max_det`` may be given per call, for that call only):
 
     * a BGR ``np.ndarray`` or an image path -> :class:`~yolox_fast.inference.results.Detections`;
     * a list of images/paths, a folder or a glob -> a list of them (batched, read in a background thread);
     * a video path, a camera index, or any iterator of BGR frames -> a generator, one result per frame.
+
+    The model runs through :mod:`yolox_fast.inference.runner`, as the COCO evaluation does.
     """
 
     def __init__(self, weights: str | os.PathLike, model: str | None = None, img_size: int | None = None,
                  conf: float | None = None, nms: float | None = None, device: str | None = None,
-                 class_agnostic: bool = False, max_det: int = PREDICT_MAX_DET, batch_size: int = 1,
-                 threads: int | None = None):
+                 class_agnostic: bool = False, max_det: int = PREDICT_MAX_DET,
+                 classes: Sequence[int] | None = None,
+                 batch_size: int = 1, threads: int | None = None):
         weights = os.fspath(weights)
         if img_size is not None:
             check_input_size(img_size, "img_size")
-        if batch_size < 1 or max_det < 1:
-            raise ValueError(f"batch_size and max_det must be >= 1, got {batch_size} and {max_det}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.is_onnx = weights.lower().endswith(".onnx")
         if self.is_onnx:
-            self.backend = _OnnxBackend(weights, img_size, None if device is None else device, threads)
-            onnx_model = self.backend.model
+            self.runner = _onnx_runner(weights, img_size, None if device is None else device, threads)
+            onnx_model = self.runner.model
             if onnx_model.has_nms:
                 onnx_model.check_settings(conf, nms, class_agnostic)
                 conf = onnx_model.meta["conf"] if conf is None else conf
                 nms, class_agnostic = onnx_model.meta["nms_thre"], onnx_model.meta["class_agnostic"]
         else:
-            self.backend = _TorchBackend(weights, model, img_size, resolve_device(device))
-        self.conf = PREDICT_CONF if conf is None else float(conf)
-        self.nms = PREDICT_IOU if nms is None else float(nms)
-        self.class_agnostic, self.max_det, self.batch_size = bool(class_agnostic), int(max_det), int(batch_size)
+            self.runner = _torch_runner(weights, model, img_size, resolve_device(device))
+        self.settings = DetectSettings(PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms,
+                                       class_agnostic, max_det, None if classes is None else tuple(classes))
+        self.settings.check_classes(self.runner.num_classes)
+        self.batch_size = int(batch_size)
+
+    @property
+    def conf(self) -> float:
+        return self.settings.conf
+
+    @property
+    def nms(self) -> float:
+        return self.settings.nms
+
+    @property
+    def class_agnostic(self) -> bool:
+        return self.settings.class_agnostic
+
+    @property
+    def max_det(self) -> int:
+        return self.settings.max_det
+
+    @property
+    def classes(self) -> tuple[int, ...] | None:
+        return self.settings.classes
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.backend.class_names)
+        return list(self.runner.class_names)
 
     @property
     def img_size(self) -> tuple[int, int]:
-        return self.backend.img_size
+        return self.runner.img_size
 
     def describe(self) -> str:
-        return (f"{self.backend.describe()}, input {self.img_size[0]}x{self.img_size[1]}, conf {self.conf}, "
-                f"{'class-agnostic' if self.class_agnostic else 'class-aware'} NMS {self.nms}")
+        kept = "" if self.classes is None else f", classes {', '.join(map(str, self.classes))}"
+        return (f"{self.runner.describe()}, input {self.img_size[0]}x{self.img_size[1]}, conf {self.conf}, "
+                f"{'class-agnostic' if self.class_agnostic else 'class-aware'} NMS {self.nms}{kept}")
+
+    def info(self) -> dict:
+        """The model's size: ``{"parameters", "gflops", "img_size", "summary"}`` (a one-line text).
+
+        GFLOPs count one multiply-add as two operations, at :attr:`img_size` (as the official YOLOX
+        prints them); for an ONNX model the parameters are its weights' elements and ``gflops`` is None.
+        """
+        if self.is_onnx:
+            params = self.runner.model.parameter_count()
+            return {"parameters": params, "gflops": None, "img_size": self.img_size,
+                    "summary": f"{params / 1e6:.2f} M parameters (ONNX; GFLOPs not counted), input "
+                               f"{self.img_size[0]}x{self.img_size[1]}"}
+        from ..models.summary import model_summary
+
+        summary = model_summary(self.runner.model, self.img_size)
+        return {"parameters": summary.parameters, "gflops": summary.gflops, "img_size": self.img_size,
+                "summary": summary.describe()}
+
+    def _settings(self, conf=None, nms=None, classes=None, max_det=None) -> DetectSettings:
+        if conf is None and nms is None and classes is None and max_det is None:
+            return self.settings
+        if self.is_onnx:
+            self.runner.model.check_settings(conf, nms)
+        settings = self.settings.updated(conf=conf, nms=nms, max_det=max_det,
+                                         classes=None if classes is None else tuple(classes))
+        settings.check_classes(self.runner.num_classes)
+        return settings
 
     # -- core -----------------------------------------------------------------------------------
 
     def detect(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
-               keep_images: bool = True) -> list[Detections]:
-        """One forward pass over BGR images (any sizes) -> their :class:`Detections` in original pixels."""
+               keep_images: bool = True, settings: DetectSettings | None = None) -> list[Detections]:
+        """One forward pass over BGR images (any sizes) -> their :class:`Detections` in original pixels
+        (``settings``: default the detector's), each with the ``speed`` of its batch per image."""
         if not images:
             return []
-        tensors, ratios = [], []
-        for img in images:
-            if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"expected a BGR uint8 image [H, W, 3], got "
-                                 f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}")
-            tensor, r = preprocess(img, self.img_size)
-            tensors.append(tensor)
-            ratios.append(r)
-        found = self.backend.detect(torch.stack(tensors), self.conf, self.nms, self.class_agnostic, self.max_det)
+        settings = settings or self.settings
+        cuda = getattr(self.runner, "device", torch.device("cpu")).type == "cuda"
+        t0 = time.perf_counter()
+        batch, ratios = letterbox_batch(images, self.img_size)
+        t1 = time.perf_counter()
+        outputs = self.runner.forward(batch)
+        if cuda:  # the forward is asynchronous on a GPU: wait for it, so that its time is its own
+            torch.cuda.synchronize(self.runner.device)
+        t2 = time.perf_counter()
+        found = self.runner.postprocess(outputs, settings)
+        t3 = time.perf_counter()
+        per_image = 1000 / len(images)
+        speed = {"preprocess": (t1 - t0) * per_image, "inference": (t2 - t1) * per_image,
+                 "postprocess": (t3 - t2) * per_image}
         sources = sources or [None] * len(images)
-        out = []
-        for b, (img, r, src) in enumerate(zip(images, ratios, sources, strict=True)):
-            n = int(found.counts[b])
-            out.append(Detections((found.boxes[b, :n] / r).astype(np.float32), found.scores[b, :n].astype(np.float32),
-                                  found.labels[b, :n].astype(np.int64), self.class_names,
-                                  img if keep_images else None, src))
-        return out
+        return [Detections.from_padded(found, b, r, self.class_names, img if keep_images else None, src,
+                                       orig_shape=img.shape[:2], speed=speed)
+                for b, (img, r, src) in enumerate(zip(images, ratios, sources, strict=True))]
 
-    def detect_frames(self, frames: Iterable[Frame],
-                      batch_size: int | None = None) -> Iterator[tuple[Frame, Detections | None]]:
+    def detect_frames(self, frames: Iterable[Frame], batch_size: int | None = None,
+                      settings: DetectSettings | None = None) -> Iterator[tuple[Frame, Detections | None]]:
         """Batched detection over :class:`~yolox_fast.inference.sources.Frame` items (read ahead in a thread).
 
         Yields ``(frame, detections)`` in input order; ``detections`` is None for a frame that could not
@@ -185,57 +220,64 @@ class Detector:
         pending: list[Frame] = []
         for frame in read_ahead(frames, depth=2 * batch_size):
             if frame.error is not None:
-                yield from self._flush(pending)
+                yield from self._flush(pending, settings)
                 pending = []
                 yield frame, None
                 continue
             pending.append(frame)
             if len(pending) >= batch_size:
-                yield from self._flush(pending)
+                yield from self._flush(pending, settings)
                 pending = []
-        yield from self._flush(pending)
+        yield from self._flush(pending, settings)
 
-    def _flush(self, frames: list[Frame]) -> list[tuple[Frame, Detections]]:
+    def _flush(self, frames: list[Frame], settings: DetectSettings | None) -> list[tuple[Frame, Detections]]:
         if not frames:
             return []
-        return list(zip(frames, self.detect([f.image for f in frames], [f.label for f in frames]), strict=True))
+        found = self.detect([f.image for f in frames], [f.label for f in frames], settings=settings)
+        return list(zip(frames, found, strict=True))
 
     # -- convenience ------------------------------------------------------------------------------
 
-    def __call__(self, source):
+    def __call__(self, source, *, conf: float | None = None, nms: float | None = None,
+                 classes: Sequence[int] | None = None, max_det: int | None = None):
+        """Detect on ``source`` (see the class docstring); ``conf``, ``nms``, ``classes``, ``max_det`` replace the
+        detector's settings for this call only."""
+        settings = self._settings(conf, nms, classes, max_det)
         if isinstance(source, np.ndarray):
-            return self.detect([source])[0]
+            return self.detect([source], settings=settings)[0]
         if isinstance(source, (str, os.PathLike)):
             sources = resolve_sources(source)
             if len(sources) == 1 and sources[0].kind == "image" and not os.path.isdir(source):
-                return self._one_image(sources[0])
+                return self._one_image(sources[0], settings)
             if all(s.kind == "image" for s in sources):
-                return self._images(sources)
-            return self._stream_sources(sources)
+                return self._images(sources, settings)
+            return self._stream_sources(sources, settings)
         if isinstance(source, (list, tuple)):
             if all(isinstance(s, np.ndarray) for s in source):
                 return [r for start in range(0, len(source), self.batch_size)
-                        for r in self.detect(list(source[start : start + self.batch_size]))]
-            return self._images([s for item in source for s in resolve_sources(item)])
+                        for r in self.detect(list(source[start : start + self.batch_size]), settings=settings)]
+            return self._images([s for item in source for s in resolve_sources(item)], settings)
         if isinstance(source, Iterable):
-            return self._stream_arrays(source)
+            return self._stream_arrays(source, settings)
         raise TypeError(f"cannot detect on a {type(source).__name__}; give an image, a path, a list or an iterator")
 
-    def _one_image(self, source: Source) -> Detections:
+    def _one_image(self, source: Source, settings: DetectSettings) -> Detections:
         frame = next(read_frames(source))
         if frame.error:
             raise ValueError(frame.error)
-        return self.detect([frame.image], [frame.label])[0]
+        return self.detect([frame.image], [frame.label], settings=settings)[0]
 
-    def _images(self, sources: list[Source]) -> list[Detections]:
-        return list(self._stream_sources(sources, self.batch_size))
+    def _images(self, sources: list[Source], settings: DetectSettings) -> list[Detections]:
+        return list(self._stream_sources(sources, settings, self.batch_size))
 
-    def _stream_sources(self, sources: list[Source], batch_size: int = 1) -> Iterator[Detections]:
-        for frame, result in self.detect_frames((f for s in sources for f in read_frames(s)), batch_size):
+    def _stream_sources(self, sources: list[Source], settings: DetectSettings,
+                        batch_size: int = 1) -> Iterator[Detections]:
+        frames = (f for s in sources for f in read_frames(s))
+        for frame, result in self.detect_frames(frames, batch_size, settings):
             if result is None:
                 raise ValueError(frame.error)
             yield result
 
-    def _stream_arrays(self, frames: Iterable[np.ndarray]) -> Iterator[Detections]:
+    def _stream_arrays(self, frames: Iterable[np.ndarray], settings: DetectSettings) -> Iterator[Detections]:
         for frame in frames:
-            yield self.detect([frame])[0]
+            yield self.detect([frame], settings=settings)[0]
