@@ -115,7 +115,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     sources = resolve_sources(args.source)
     device = args.device if args.onnx else resolve_device(args.device)
     detector = Detector(args.onnx or args.weights, model=args.model, img_size=args.img_size, conf=args.conf,
-                        nms=args.iou, device=device, class_agnostic=args.class_agnostic, max_det=args.max_det,
+                        nms=args.iou, device=device, class_agnostic=args.class_agnostic or None, max_det=args.max_det,
                         batch_size=args.batch_size, threads=args.threads)
     run_dir = new_run_dir(args.project, args.name)
     print(f"{detector.describe()}\nresults -> {run_dir}", flush=True)

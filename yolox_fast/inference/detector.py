@@ -81,7 +81,7 @@ class Detector:
             unless a higher one is given).
         nms: NMS IoU threshold (default ``PREDICT_IOU`` 0.45, or the ONNX graph's).
         device: ``cpu``, ``cuda``, ``cuda:N`` (default: cuda when available).
-        class_agnostic: one NMS over all classes.
+        class_agnostic: one NMS over all classes (default: no, or the ONNX graph's NMS mode).
         max_det: detections per image at most.
         classes: keep only these class indices (default: all), filtered before NMS (a left-out class
             suppresses nothing).
@@ -99,7 +99,7 @@ class Detector:
 
     def __init__(self, weights: str | os.PathLike, model: str | None = None, img_size: int | None = None,
                  conf: float | None = None, nms: float | None = None, device: str | None = None,
-                 class_agnostic: bool = False, max_det: int = PREDICT_MAX_DET,
+                 class_agnostic: bool | None = None, max_det: int = PREDICT_MAX_DET,
                  classes: Sequence[int] | None = None,
                  batch_size: int = 1, threads: int | None = None):
         weights = os.fspath(weights)
@@ -118,7 +118,7 @@ class Detector:
         else:
             self.runner = _torch_runner(weights, model, img_size, resolve_device(device))
         self.settings = DetectSettings(PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms,
-                                       class_agnostic, max_det, None if classes is None else tuple(classes))
+                                       bool(class_agnostic), max_det, None if classes is None else tuple(classes))
         self.settings.check_classes(self.runner.num_classes)
         self.batch_size = int(batch_size)
 
