@@ -4,7 +4,9 @@ video made here, ONNX Runtime; numbered run folders, collision-free names, bad f
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -143,13 +145,17 @@ def test_predict_images_folders_globs(nano_weights, shared_data, tmp_path):
     assert "skipped" in proc.stderr and "broken.jpg" in proc.stderr and "1 of 4 inputs" in proc.stderr
     assert "Traceback" not in proc.stderr
     run = project / "exp"
-    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog_2.jpg", "kite.jpg", "labels", "predictions.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog_2.jpg", "image_ids.json", "kite.jpg", "labels",
+                                                    "predictions.json"]
     assert sorted(p.name for p in (run / "labels").iterdir()) == ["dog.txt", "dog_2.txt", "kite.txt"]
     assert cv2.imread(str(run / "dog_2.jpg")).shape == cv2.imread(str(b / "dog.jpg")).shape
     line = (run / "labels" / "dog.txt").read_text().splitlines()[0].split()
     assert len(line) == 6 and 0 <= int(line[0]) < 80 and all(0 <= float(v) <= 1 for v in line[1:])
     coco = json.loads((run / "predictions.json").read_text())
-    assert {r["image_id"] for r in coco} == {"dog", "dog_2", "kite"}
+    # COCO image ids are integers: these file names are not numbers, so the images are numbered in run order
+    names = json.loads((run / "image_ids.json").read_text())
+    assert sorted(names) == ["1", "2", "3"] and {r["image_id"] for r in coco} == {1, 2, 3}
+    assert sorted(os.path.basename(v) for v in names.values()) == ["dog.jpg", "dog.jpg", "kite.jpg"]
     assert all(len(r["bbox"]) == 4 and r["category_id"] in range(1, 91) for r in coco)
     assert sum(1 for x in proc.stdout.splitlines() if ": " in x and x.split(": ")[0].endswith(".jpg")) == 3
     assert digest(tmp_path) == inputs and len(inputs) == 4  # inputs untouched
@@ -185,6 +191,11 @@ def test_predict_video_with_onnx(onnx_path, shared_data, tmp_path):
     (["--device", "cuda"], "CUDA is not available"),
     (["--img-size", "100"], "multiple of 32"),
     (["--conf", "2"], "--conf must be in [0, 1]"),
+    (["--vid-stride", "0"], "--vid-stride must be >= 1"),
+    (["--line-width", "0"], "--line-width must be >= 1"),
+    (["--save-conf"], "give --save-txt too"),
+    (["--classes", "-1"], "--classes takes class indices >= 0"),
+    (["--classes", "80"], "the model has 80 classes"),
 ])
 def test_predict_bad_usage_exits_2(nano_weights, shared_data, tmp_path, args, message):
     if "cuda" in args and torch.cuda.is_available():
@@ -199,3 +210,48 @@ def test_predict_missing_input_exits_2(nano_weights, tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr
     proc = predict(str(tmp_path / "*.png"), "--weights", nano_weights, "--project", tmp_path)
     assert proc.returncode == 2 and "no files match" in proc.stderr
+
+
+def test_predict_video_stride(onnx_path, shared_data, tmp_path):
+    """--vid-stride 2 takes frames 0 and 2 of four; the drawn video holds those two."""
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 4, (320, 240))
+    for name in ("dog", "kite", "horses", "kite"):
+        writer.write(cv2.resize(read_image(photo(shared_data, name)), (320, 240)))
+    writer.release()
+    proc = predict(video, "--onnx", onnx_path, "--project", tmp_path / "runs", "--save-txt", "--vid-stride", "2")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "exp"
+    assert sorted(p.name for p in (run / "labels").iterdir()) == ["clip_0.txt", "clip_2.txt"]
+    cap = cv2.VideoCapture(str(run / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(2)
+    cap.release()
+    assert "2 images" in proc.stdout
+
+
+def test_predict_classes_crops_and_drawing_controls(nano_weights, shared_data, tmp_path):
+    """--classes keeps the listed classes, --save-crop writes one crop per detection under crops/<class>/,
+    --hide-labels and --line-width change the drawing."""
+    person = photo(shared_data, "person")
+    common = ["--weights", nano_weights, "--img-size", "320", "--project", tmp_path / "runs", "--no-progress"]
+    proc = predict(person, *common, "--save-crop", "--save-txt")
+    assert proc.returncode == 0, proc.stderr
+    full = tmp_path / "runs" / "exp"
+    lines = (full / "labels" / "person.txt").read_text().splitlines()
+    crops = sorted(p.relative_to(full / "crops").as_posix() for p in (full / "crops").rglob("*.jpg"))
+    names = [COCO_CLASSES[int(x.split()[0])] for x in lines]
+    assert len(lines) >= 4 and Counter(c.split("/")[0] for c in crops) == Counter(names)
+    x1, y1, x2, y2 = (float(v) for v in json.loads(Detector(nano_weights, img_size=320, device="cpu")(
+        str(person)).to_json())[0]["box"])
+    first = cv2.imread(str(full / "crops" / names[0] / "person.jpg"))
+    assert abs(first.shape[1] - (x2 - x1)) <= 2 and abs(first.shape[0] - (y2 - y1)) <= 2
+
+    proc = predict(person, *common, "--classes", "0", "17", "--save-txt", "--hide-labels", "--line-width", "1")
+    assert proc.returncode == 0, proc.stderr
+    kept = (tmp_path / "runs" / "exp2" / "labels" / "person.txt").read_text().splitlines()
+    assert sorted(int(x.split()[0]) for x in kept) == [0, 17]  # person, horse
+    thin = cv2.imread(str(tmp_path / "runs" / "exp2" / "person.jpg"))
+    drawn = cv2.imread(str(full / "person.jpg"))
+    original = cv2.imread(str(person))
+    changed = lambda img: int((np.abs(img.astype(int) - original.astype(int)).sum(2) > 60).sum())  # noqa: E731
+    assert 0 < changed(thin) < changed(drawn) / 3

@@ -6,8 +6,12 @@
 Every run writes into a new folder ``--project/--name`` (``runs/predict/exp``, then ``exp2``, ``exp3`` ...):
 the drawn images and videos (same names as the inputs; ``_2``, ``_3`` ... when two inputs share a
 name), with ``--save-txt`` YOLO label lines ``class cx cy w h`` (normalised; ``--save-conf`` adds the score)
-under ``labels/``, and with ``--save-json`` the COCO results ``predictions.json``. Inputs and earlier
-runs are never written to. A file that cannot be read is reported and skipped; the exit status is then 2.
+under ``labels/``, with ``--save-crop`` each detection's image region under ``crops/<class>/``, and with
+``--save-json`` the COCO results ``predictions.json`` (an image's ``image_id`` is its file name's number, as
+in COCO, or else its position in the run, 1, 2 ...; ``image_ids.json`` then maps them to the inputs).
+``--classes`` keeps only some classes (before NMS); ``--line-width``, ``--hide-labels``, ``--hide-conf``
+change the drawing; ``--vid-stride N`` takes every N-th video frame. Inputs and earlier runs are never
+written to. A file that cannot be read is reported and skipped; the exit status is then 2.
 Exit status: 0 when every input was processed, 2 for bad usage or input, 1 for a failure while running.
 """
 
@@ -42,13 +46,24 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--class-agnostic", action="store_true", help="one NMS over all classes")
     parser.add_argument("--max-det", type=int, default=PREDICT_MAX_DET,
                         help=f"detections per image (default {PREDICT_MAX_DET})")
+    parser.add_argument("--classes", type=int, nargs="+", default=None, metavar="N",
+                        help="keep only these class indices, e.g. --classes 0 2 (filtered before NMS)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass for folders (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
     parser.add_argument("--project", default=os.path.join("runs", "predict"), help="parent of the run folders")
     parser.add_argument("--name", default="exp", help="run folder name; numbered when taken (default exp)")
     parser.add_argument("--save-txt", action="store_true", help="YOLO label lines per image under labels/")
-    parser.add_argument("--save-conf", action="store_true", help="add the score to the --save-txt lines")
+    parser.add_argument("--save-conf", action="store_true",
+                        help="add the score to the --save-txt lines (class cx cy w h score)")
+    parser.add_argument("--save-crop", action="store_true",
+                        help="save each detection's image region under crops/<class name>/")
+    parser.add_argument("--line-width", type=int, default=None, metavar="PX",
+                        help="box line width in pixels (default: from the image size)")
+    parser.add_argument("--hide-labels", action="store_true", help="draw boxes without labels")
+    parser.add_argument("--hide-conf", action="store_true", help="labels without the score")
+    parser.add_argument("--vid-stride", type=int, default=1, metavar="N",
+                        help="take every N-th frame of videos and cameras (default 1: all)")
     parser.add_argument("--save-json", action="store_true", help="COCO results file predictions.json")
     parser.add_argument("--no-save", action="store_true", help="do not write drawn images and videos")
     parser.add_argument("--no-progress", action="store_true", help="a line per image instead of a progress bar")
@@ -98,6 +113,13 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         raise UsageError("--batch-size and --max-det must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
+    for flag, value in (("--line-width", args.line_width), ("--vid-stride", args.vid_stride)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    if args.save_conf and not args.save_txt:
+        raise UsageError("--save-conf adds the score to the --save-txt lines: give --save-txt too")
+    if args.classes is not None and min(args.classes) < 0:
+        raise UsageError(f"--classes takes class indices >= 0, got {' '.join(map(str, args.classes))}")
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"{flag} must be in [0, 1], got {value}")
@@ -109,6 +131,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
 
     from .inference.sources import frame_count, read_frames, resolve_sources
     from .inference.detector import Detector, resolve_device
+    from .inference.results import write_image
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +139,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     device = args.device if args.onnx else resolve_device(args.device)
     detector = Detector(args.onnx or args.weights, model=args.model, img_size=args.img_size, conf=args.conf,
                         nms=args.iou, device=device, class_agnostic=args.class_agnostic or None, max_det=args.max_det,
-                        batch_size=args.batch_size, threads=args.threads)
+                        batch_size=args.batch_size, threads=args.threads, classes=args.classes)
     run_dir = new_run_dir(args.project, args.name)
     print(f"{detector.describe()}\nresults -> {run_dir}", flush=True)
 
@@ -125,8 +148,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     if args.save_txt:
         os.makedirs(labels_dir)
     json_results: list[dict] = []
+    json_image_ids: dict[int, str] = {}
     failed: list[str] = []
-    total_frames = sum((frame_count(s) or 0) for s in sources)
+    total_frames = sum((frame_count(s, args.vid_stride) or 0) for s in sources)
     streaming = any(s.kind != "image" for s in sources)
     show_bar = not args.no_progress and (len(sources) > 1 or streaming)
     bar = None
@@ -140,7 +164,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
 
     def frames():
         for s in sources:
-            yield from read_frames(s)
+            yield from read_frames(s, args.vid_stride)
 
     try:
         for frame, item in detector.detect_frames(frames()):
@@ -158,21 +182,30 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             n_images += 1
             n_dets += len(item)
             if not args.no_save:
-                drawn = item.plot()
+                drawn = item.plot(line_width=args.line_width, labels=not args.hide_labels, conf=not args.hide_conf)
                 if source.kind == "image":
                     cv2.imwrite(_free_path(os.path.join(run_dir, out_name)), drawn)
                 else:
                     writer = writers.get(source.path)
                     if writer is None:
-                        writer = _video_writer(_free_path(os.path.join(run_dir, stem + ".mp4")), source, drawn.shape)
+                        writer = _video_writer(_free_path(os.path.join(run_dir, stem + ".mp4")), source, drawn.shape,
+                                               args.vid_stride)
                         writers[source.path] = writer
                     writer.write(drawn)
             if args.save_txt:
                 with open(_free_path(os.path.join(labels_dir, image_stem + ".txt")), "x") as f:
                     f.writelines(line + "\n" for line in item.to_yolo_lines(args.save_conf))
+            if args.save_crop:
+                for name, crop in zip(item.names, item.crops(), strict=True):
+                    folder = os.path.join(run_dir, "crops", name.replace(os.sep, "_") or "_")
+                    os.makedirs(folder, exist_ok=True)
+                    write_image(_free_path(os.path.join(folder, f"{image_stem}.jpg")), crop)  # dog.jpg, dog_2.jpg
             if args.save_json:
-                image_id = int(image_stem) if image_stem.isdigit() else image_stem
-                json_results.extend(item.to_coco(image_id))
+                # COCO file names are their ids (000000000139.jpg); other images are numbered in run order
+                image_id = int(image_stem) if image_stem.isdigit() else len(json_image_ids) + 1
+                if not image_stem.isdigit():
+                    json_image_ids[image_id] = item.source
+                json_results.extend(item.to_coco(image_id, decimals=3))
             if bar is not None:
                 bar.update(1)
             else:
@@ -185,6 +218,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         if args.save_json:
             with open(os.path.join(run_dir, "predictions.json"), "w") as f:
                 json.dump(json_results, f)  # a new run folder: nothing to overwrite
+            if json_image_ids:
+                with open(os.path.join(run_dir, "image_ids.json"), "w") as f:
+                    json.dump({str(k): v for k, v in json_image_ids.items()}, f, indent=1)
     wall = time.perf_counter() - start
     print(f"{n_images} image{'s' if n_images != 1 else ''}, {n_dets} detections, "
           f"{1000 * wall / max(n_images, 1):.1f} ms per image; results in {run_dir}")
@@ -205,7 +241,7 @@ def _free_path(path: str) -> str:
     return path
 
 
-def _video_writer(path: str, source, shape):
+def _video_writer(path: str, source, shape, stride: int = 1):
     import cv2
 
     fps = 30.0
@@ -213,6 +249,7 @@ def _video_writer(path: str, source, shape):
         cap = cv2.VideoCapture(source.path)
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         cap.release()
+    fps = fps / stride  # every stride-th frame: the video keeps its duration
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write video {path} (OpenCV has no mp4v encoder here); use --no-save")

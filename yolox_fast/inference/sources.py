@@ -110,9 +110,12 @@ def open_video(source: Source) -> cv2.VideoCapture:
     return cap
 
 
-def read_frames(source: Source) -> Iterator[Frame]:
+def read_frames(source: Source, stride: int = 1) -> Iterator[Frame]:
     """The frames of one source: one for an image (with ``error`` set when it cannot be decoded), every
-    frame of a video, camera frames until the stream ends."""
+    ``stride``-th frame of a video or camera (frames 0, stride, 2 x stride ...; a frame's ``index`` is its
+    number in the stream) until the stream ends."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
     if source.kind == "image":
         try:
             yield Frame(source, 0, read_image(source.path))
@@ -127,6 +130,11 @@ def read_frames(source: Source) -> Iterator[Frame]:
     try:
         index = 0
         while True:
+            if index % stride:  # skipped frames are grabbed, not decoded
+                if not cap.grab():
+                    break
+                index += 1
+                continue
             ok, image = cap.read()
             if not ok:
                 break
@@ -136,8 +144,9 @@ def read_frames(source: Source) -> Iterator[Frame]:
         cap.release()
 
 
-def frame_count(source: Source) -> int | None:
-    """Frames a source will give (1 for an image, the container's count for a video, None for a camera)."""
+def frame_count(source: Source, stride: int = 1) -> int | None:
+    """Frames a source will give (1 for an image, the container's count for a video divided by ``stride``,
+    None for a camera)."""
     if source.kind == "image":
         return 1
     if source.kind == "camera":
@@ -147,7 +156,7 @@ def frame_count(source: Source) -> int | None:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     finally:
         cap.release()
-    return max(n, 0)
+    return -(-max(n, 0) // stride)
 
 
 _DONE = object()
