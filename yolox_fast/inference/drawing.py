@@ -59,6 +59,25 @@ def label_text(name: str, score: float, conf: bool = True) -> str:
     return f"{name} {score:.2f}" if conf else name
 
 
+def label_scale(image_shape: tuple[int, ...]) -> float:
+    """The font scale of labels on an image of this ``(height, width)``."""
+    return max(0.4, max(image_shape[:2]) / 1200)
+
+
+def label_size(text: str, scale: float) -> tuple[int, int, int]:
+    """``(width, height, baseline)`` in pixels of a label (height includes the baseline)."""
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    return tw, th + base, base
+
+
+def draw_label(img: np.ndarray, rect: tuple[int, int, int, int], text: str, color: tuple[int, int, int],
+               scale: float) -> None:
+    """White ``text`` on a ``color`` background filling ``rect`` ``(x1, y1, x2, y2)``, in place."""
+    x1, y1, x2, y2 = rect
+    cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, -1)
+    cv2.putText(img, text, (x1, y2 - label_size(text, scale)[2]), FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
 def draw_detections(img: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                     class_names: Sequence[str], line_width: int | None = None, labels: bool = True,
                     conf: bool = True) -> np.ndarray:
@@ -78,7 +97,7 @@ def draw_detections(img: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, class
     if line_width is not None and line_width < 1:
         raise ValueError(f"line_width must be >= 1, got {line_width}")
     thickness = line_width or max(1, round(max(img.shape[:2]) / 400))
-    scale = max(0.4, max(img.shape[:2]) / 1200)
+    scale = label_scale(img.shape)
     xyxy, scores, class_ids = np.asarray(xyxy), np.asarray(scores), np.asarray(class_ids)
     order = np.argsort(scores, kind="stable")
     for i in order.tolist():
@@ -86,16 +105,11 @@ def draw_detections(img: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, class
         cv2.rectangle(img, (x1, y1), (x2, y2), class_color(int(class_ids[i])), thickness)
     if not labels or not len(scores):
         return img
-    texts, sizes, bases = [], [], []
+    texts = []
     for score, cid in zip(scores.tolist(), class_ids.tolist(), strict=True):
         name = class_names[int(cid)] if 0 <= int(cid) < len(class_names) else str(int(cid))
         texts.append(label_text(name, score, conf))
-        (tw, th), base = cv2.getTextSize(texts[-1], FONT, scale, 1)
-        sizes.append((tw, th + base))
-        bases.append(base)
-    spots = place_labels(xyxy, sizes, scores, img.shape[:2])
+    spots = place_labels(xyxy, [label_size(t, scale)[:2] for t in texts], scores, img.shape[:2])
     for i in order.tolist():
-        x1, y1, x2, y2 = spots[i]
-        cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), class_color(int(class_ids[i])), -1)
-        cv2.putText(img, texts[i], (x1, y2 - bases[i]), FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        draw_label(img, spots[i], texts[i], class_color(int(class_ids[i])), scale)
     return img
