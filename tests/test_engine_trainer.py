@@ -334,3 +334,14 @@ def test_seed_worker_runs_opencv_sequentially():
         assert cv2.getNumThreads() == 1
     finally:
         cv2.setNumThreads(before)
+
+
+def test_start_line_gives_parameters_and_gflops(tmp_path):
+    """The run's first line says the model's size at the evaluation input size, as the official trainer does."""
+    from yolox_fast.models.summary import model_summary
+
+    cfg = tiny_config(tmp_path, epochs=1, multiscale=False, test_size=96)
+    trainer, _ = run(cfg, evaluate=None)
+    want = model_summary(unwrap(trainer.model), 96)
+    log = (tmp_path / "train.log").read_text()
+    assert f"yolox-nano ({want.describe()}, 2 classes)" in log and "GFLOPs at 96x96" in log

@@ -171,3 +171,20 @@ def test_settings_per_call(nano_weights, shared_data):
     assert len(streamed[0]) == 1
     with pytest.raises(ValueError, match="max_det must be >= 1"):
         detector(path, max_det=0)
+
+
+def test_a_model_in_training_trains_on_after_running():
+    """Evaluating the raw model mid-training (no EMA) runs it through TorchRunner: nothing it caches there
+    (e.g. the head's anchor grid) may be an inference tensor, or the next backward fails."""
+    from yolox_fast.models import build_yolox
+
+    model = build_yolox("yolox-nano", num_classes=2)
+    images = torch.rand(2, 3, 64, 64) * 255
+    TorchRunner(model.eval())(images, DetectSettings(conf=0.01))
+    model.train()
+    targets = torch.zeros(2, 5, 5)
+    targets[:, 0] = torch.tensor([0, 32, 32, 20, 20])
+    losses = model(images, targets)
+    loss = losses["total_loss"] if isinstance(losses, dict) else losses[0]
+    loss.backward()
+    assert next(model.parameters()).grad is not None

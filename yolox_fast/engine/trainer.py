@@ -27,6 +27,7 @@ from ..data.augment import collate
 from ..models import build_yolox, load_official_weights
 from ..models.checkpoint import CLASS_HEAD_PREFIX, CheckpointError, read_checkpoint
 from ..models.layout import use_channels_last
+from ..models.summary import count_parameters, model_summary
 from ..ops.batchnorm_silu import fused_batch_norm_silu_available
 from . import distributed as dist_utils
 from .train_state import (FORMAT, capture_rng_state, copy_checkpoint, read_train_state, restore_rng_state,
@@ -577,10 +578,12 @@ class Trainer:
         cfg = self.cfg
         if self.ctx.is_main:
             save_config_file(cfg, self.output_dir / "config.yaml")
-        n_params = sum(p.numel() for p in self.model.parameters())
+        # parameters and GFLOPs at the evaluation size, as the official YOLOX prints them (rank 0 only: it costs a forward)
+        size = model_summary(unwrap(self.model), cfg.test_size or self.base_size).describe() if self.ctx.is_main \
+            else f"{count_parameters(self.model) / 1e6:.2f} M parameters"
         amp = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "off"
         self.log(
-            f"{cfg.model} ({n_params / 1e6:.2f} M parameters, {len(self.class_names)} classes) on "
+            f"{cfg.model} ({size}, {len(self.class_names)} classes) on "
             f"{self.ctx.world_size} x {self.device}; {len(self.train_set)} training images, batch "
             f"{cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, epochs {self.start_epoch + 1}-"
             f"{cfg.epochs}, lr {self.schedule.base_lr:.3g}, {self._input_sizes()}, AMP {amp}, "

@@ -156,7 +156,9 @@ class Runner:
 
 class TorchRunner(Runner):
     """A YOLOX ``nn.Module`` (eval output ``[B, A, 5 + C]``), run where its parameters are (or on ``device``,
-    which the caller moved it to) in their dtype, under ``torch.inference_mode``; the model's train/eval
+    which the caller moved it to) in their dtype, under ``torch.no_grad`` (not ``inference_mode``: the model
+    may be the one being trained, and a tensor it caches in inference mode, e.g. the head's anchor grid, would
+    break its next backward); the model's train/eval
     mode is the caller's business (:func:`yolox_fast.evaluation.coco` restores it, :class:`Detector`'s model is
     always in eval mode).
 
@@ -191,12 +193,12 @@ class TorchRunner(Runner):
         return f"{self.description} on {self.device}"
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.model(batch.to(device=self.device, dtype=self.dtype, non_blocking=True,
                                        memory_format=self.memory_format))
 
     def postprocess(self, outputs: torch.Tensor, settings: DetectSettings) -> PaddedResult:
-        with torch.inference_mode():
+        with torch.no_grad():
             return postprocess_predictions(outputs, self.num_classes, settings)
 
 
