@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from yolox_fast import Detector
-from yolox_fast.inference.drawing import (class_color, draw_detections, draw_label, label_scale, label_size,
-                                          label_text, place_labels)
+from yolox_fast.inference.drawing import (
+    class_color,
+    draw_detections,
+    draw_label,
+    label_scale,
+    label_size,
+    label_text,
+    place_labels,
+)
 
 
 def test_the_most_confident_label_is_drawn_on_top():

@@ -13,8 +13,13 @@ from yolox_fast import Detector
 from yolox_fast.data.coco_classes import COCO_CLASSES
 from yolox_fast.deploy.onnx_export import export_onnx
 from yolox_fast.deploy.onnx_runtime import OnnxModel
-from yolox_fast.inference.runner import (DetectSettings, OnnxRunner, TorchRunner, drop_other_classes,
-                                         postprocess_predictions)
+from yolox_fast.inference.runner import (
+    DetectSettings,
+    OnnxRunner,
+    TorchRunner,
+    drop_other_classes,
+    postprocess_predictions,
+)
 
 pytest.importorskip("pycocotools", reason="the COCO evaluation needs pycocotools")
 

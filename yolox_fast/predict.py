@@ -129,9 +129,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     import cv2
     import torch
 
-    from .inference.sources import frame_count, read_frames, resolve_sources
     from .inference.detector import Detector, resolve_device
     from .inference.results import write_image
+    from .inference.sources import frame_count, read_frames, resolve_sources
 
     if args.threads:
         torch.set_num_threads(args.threads)

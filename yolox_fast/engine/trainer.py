@@ -578,7 +578,7 @@ class Trainer:
         cfg = self.cfg
         if self.ctx.is_main:
             save_config_file(cfg, self.output_dir / "config.yaml")
-        # parameters and GFLOPs at the evaluation size, as the official YOLOX prints them (rank 0 only: it costs a forward)
+        # parameters and GFLOPs at the evaluation size, as the official YOLOX prints them (rank 0: it costs a forward)
         size = model_summary(unwrap(self.model), cfg.test_size or self.base_size).describe() if self.ctx.is_main \
             else f"{count_parameters(self.model) / 1e6:.2f} M parameters"
         amp = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "off"

@@ -22,12 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .results import Detections
-from .runner import DetectSettings, OnnxRunner, TorchRunner, letterbox_batch
-from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 from ..deploy.onnx_runtime import OnnxModel
 from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
+from .results import Detections
+from .runner import DetectSettings, OnnxRunner, TorchRunner, letterbox_batch
+from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 
 __all__ = ["Detector", "resolve_device"]
 

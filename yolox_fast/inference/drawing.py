@@ -40,15 +40,11 @@ def place_labels(xyxy: np.ndarray, sizes: Sequence[tuple[int, int]], scores: np.
         x1, y1, x2, y2 = (int(round(v)) for v in np.asarray(xyxy[i]).tolist())
         tw, th = sizes[i]
         left = min(max(x1, 0), max(w_img - tw, 0))
-
-        def rect(top: int) -> tuple[int, int, int, int]:
-            top = min(max(top, 0), max(h_img - th, 0))
-            return (left, top, left + tw, top + th)
-
         tops = [y1 - th, y1, y2, y2 - th]
         tops += [y1 - th + k * th for k in range(1, h_img // max(th, 1) + 2)]
         tops += [y1 - th - k * th for k in range(1, h_img // max(th, 1) + 2)]
-        candidates = [rect(t) for t in tops]
+        tops = [min(max(t, 0), max(h_img - th, 0)) for t in tops]  # inside the image
+        candidates = [(left, t, left + tw, t + th) for t in tops]
         free = next((c for c in candidates if not any(_overlaps(c, p) for p in placed.values())), candidates[0])
         placed[i] = free
     return [placed[i] for i in range(len(placed))]

@@ -203,7 +203,8 @@ class TorchRunner(Runner):
 
 
 class OnnxRunner(Runner):
-    """A model exported by :mod:`yolox_fast.export`, in ONNX Runtime (:class:`~yolox_fast.deploy.onnx_runtime.OnnxModel`).
+    """A model exported by :mod:`yolox_fast.export`, in ONNX Runtime
+    (:class:`yolox_fast.deploy.onnx_runtime.OnnxModel`).
 
     A prediction graph (``--nms none``) is postprocessed as :class:`TorchRunner` does. A graph with NMS
     inside brings its IoU threshold, NMS mode and detection limit (asking for others raises
