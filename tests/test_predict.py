@@ -236,6 +236,7 @@ def test_predict_classes_crops_and_drawing_controls(nano_weights, shared_data, t
     common = ["--weights", nano_weights, "--img-size", "320", "--project", tmp_path / "runs", "--no-progress"]
     proc = predict(person, *common, "--save-crop", "--save-txt")
     assert proc.returncode == 0, proc.stderr
+    assert "speed per image:" in proc.stdout and "ms inference" in proc.stdout and "at 320x320" in proc.stdout
     full = tmp_path / "runs" / "exp"
     lines = (full / "labels" / "person.txt").read_text().splitlines()
     crops = sorted(p.relative_to(full / "crops").as_posix() for p in (full / "crops").rglob("*.jpg"))

@@ -160,6 +160,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         bar = tqdm(total=total_frames or None, unit="img" if not streaming else "frame", desc="predict")
     writers: dict[str, cv2.VideoWriter] = {}
     n_images = n_dets = 0
+    speed_sums = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     start = time.perf_counter()
 
     def frames():
@@ -181,6 +182,8 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             image_stem = stem if source.kind == "image" else f"{stem}_{frame.index}"
             n_images += 1
             n_dets += len(item)
+            for stage, ms in item.speed.items():
+                speed_sums[stage] += ms
             if not args.no_save:
                 drawn = item.plot(line_width=args.line_width, labels=not args.hide_labels, conf=not args.hide_conf)
                 if source.kind == "image":
@@ -224,6 +227,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     wall = time.perf_counter() - start
     print(f"{n_images} image{'s' if n_images != 1 else ''}, {n_dets} detections, "
           f"{1000 * wall / max(n_images, 1):.1f} ms per image; results in {run_dir}")
+    if n_images:
+        print("speed per image: " + ", ".join(f"{ms / n_images:.1f} ms {stage}" for stage, ms in speed_sums.items())
+              + f" at {detector.img_size[0]}x{detector.img_size[1]}")
     if failed:
         print(f"{prog}: error: {len(failed)} of {len(sources)} inputs could not be read and were skipped "
               f"(first: {failed[0]})", file=sys.stderr)
