@@ -124,6 +124,9 @@ def test_filtered_class_cannot_suppress_a_kept_one():
     cats = postprocess_predictions(pred, 3, DetectSettings(0.25, 0.45, class_agnostic=True, classes=(2,)))
     assert cats.counts.tolist() == [1] and cats.boxes[0, 0, 0] == pytest.approx(32.0)
     assert torch.isnan(drop_other_classes(pred, 3, [2])[0, 0, 4]) and pred[0, 0, 4] == 1.0  # input untouched
+    assert DetectSettings(classes=2).classes == (2,) and DetectSettings(classes=[2, 0, 2]).classes == (0, 2)
+    with pytest.raises(ValueError, match="the model has 3 classes"):
+        postprocess_predictions(pred, 3, DetectSettings(classes=[3]))
 
 
 def test_class_filter_on_a_photo(nano_weights, onnx_models, shared_data):

@@ -118,7 +118,7 @@ class Detector:
         else:
             self.runner = _torch_runner(weights, model, img_size, resolve_device(device))
         self.settings = DetectSettings(PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms,
-                                       bool(class_agnostic), max_det, None if classes is None else tuple(classes))
+                                       bool(class_agnostic), max_det, classes)
         self.settings.check_classes(self.runner.num_classes)
         self.batch_size = int(batch_size)
 
@@ -177,8 +177,7 @@ class Detector:
             return self.settings
         if self.is_onnx:
             self.runner.model.check_settings(conf, nms)
-        settings = self.settings.updated(conf=conf, nms=nms, max_det=max_det,
-                                         classes=None if classes is None else tuple(classes))
+        settings = self.settings.updated(conf=conf, nms=nms, max_det=max_det, classes=classes)
         settings.check_classes(self.runner.num_classes)
         return settings
 

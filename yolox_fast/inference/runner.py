@@ -54,8 +54,7 @@ class DetectSettings:
             raise ValueError(f"max_det must be >= 1 (or None for no limit), got {self.max_det}")
         if self.classes is not None:
             classes = self.classes
-            if isinstance(classes, (int, np.integer)):
-                classes = (classes,)
+            classes = (classes,) if isinstance(classes, (int, np.integer)) else tuple(classes)
             if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
                 raise ValueError(f"classes must be class indices (ints), got {list(classes)!r}")
             if any(c < 0 for c in classes):
