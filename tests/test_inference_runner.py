@@ -196,3 +196,26 @@ def test_a_model_in_training_trains_on_after_running():
     loss = losses["total_loss"] if isinstance(losses, dict) else losses[0]
     loss.backward()
     assert next(model.parameters()).grad is not None
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_class_filter_equals_removing_the_anchors(device, class_agnostic, nano_demo_predictions):
+    """On every postprocess backend: filtering classes gives what the official postprocess gives on the
+    prediction with the left-out anchors removed (the NaN objectness of drop_other_classes is honoured)."""
+    from yolox_fast.ops import backends, postprocess_padded, reference
+
+    pred = nano_demo_predictions.to(device)
+    classes = [0, 16, 17, 18]  # person, dog, horse, sheep
+    filtered = drop_other_classes(pred, 80, classes)
+    for backend in backends.available_backends("postprocess", device):
+        dets, counts = postprocess_padded(filtered, 80, 0.05, 0.45, class_agnostic, max_det=None, backend=backend)
+        for b in range(pred.shape[0]):
+            keep = torch.isin(pred[b, :, 5:].argmax(-1), torch.tensor(classes, device=device))
+            want = reference.postprocess(pred[b : b + 1, keep].cpu(), 80, 0.05, 0.45, class_agnostic)[0]
+            got = dets[b, : int(counts[b])].cpu()
+            assert want is not None and got.shape == want.shape, (backend, b)
+            torch.testing.assert_close(got, want, msg=f"{backend} image {b}")
