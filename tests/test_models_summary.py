@@ -46,8 +46,9 @@ def test_flops_follow_the_input_area_and_leave_the_model_as_it_was():
     assert count_gflops(model, 128) == pytest.approx(small)
 
 
-def test_detector_info(nano_weights, nano_model, tmp_path):
-    info = Detector(nano_weights, img_size=320, device="cpu").info()
+def test_detector_info(nano_weights, nano_model, tmp_path, capsys):
+    info = Detector(nano_weights, img_size=320, device="cpu").info(verbose=True)
+    assert capsys.readouterr().out == info["summary"] + "\n"
     assert info["parameters"] == sum(p.numel() for p in nano_model.parameters())
     assert info["gflops"] == pytest.approx(model_summary(nano_model, 320).gflops)
     assert info["img_size"] == (320, 320) and "GFLOPs at 320x320" in info["summary"]

@@ -237,6 +237,7 @@ def test_predict_classes_crops_and_drawing_controls(nano_weights, shared_data, t
     proc = predict(person, *common, "--save-crop", "--save-txt")
     assert proc.returncode == 0, proc.stderr
     assert "speed per image:" in proc.stdout and "ms inference" in proc.stdout and "at 320x320" in proc.stdout
+    assert "model: 0.91 M parameters" in proc.stdout and "GFLOPs at 320x320" in proc.stdout
     full = tmp_path / "runs" / "exp"
     lines = (full / "labels" / "person.txt").read_text().splitlines()
     crops = sorted(p.relative_to(full / "crops").as_posix() for p in (full / "crops").rglob("*.jpg"))

@@ -115,6 +115,10 @@ def _main(argv: list[str]) -> int:
     print(f"{name} ({num_classes} classes, {which} weights of {source}) on {len(evaluator.image_ids)} images, "
           f"{size[0]}x{size[1]}, conf {args.conf}, "
           f"{'class-agnostic' if args.class_agnostic else 'class-aware'} NMS {args.iou}, {device}", flush=True)
+    if not args.onnx:  # the model's size, as the official eval prints it
+        from .models.summary import model_summary
+
+        print(f"model: {model_summary(model, size).describe()}", flush=True)
     start = time.perf_counter()
     stats = evaluator.evaluate(model, device)
     wall = time.perf_counter() - start

@@ -141,7 +141,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
                         nms=args.iou, device=device, class_agnostic=args.class_agnostic or None, max_det=args.max_det,
                         batch_size=args.batch_size, threads=args.threads, classes=args.classes)
     run_dir = new_run_dir(args.project, args.name)
-    print(f"{detector.describe()}\nresults -> {run_dir}", flush=True)
+    print(f"{detector.describe()}\nmodel: {detector.info()['summary']}\nresults -> {run_dir}", flush=True)
 
     names = _Names()
     labels_dir = os.path.join(run_dir, "labels")

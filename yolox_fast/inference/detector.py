@@ -155,22 +155,27 @@ class Detector:
         return (f"{self.runner.describe()}, input {self.img_size[0]}x{self.img_size[1]}, conf {self.conf}, "
                 f"{'class-agnostic' if self.class_agnostic else 'class-aware'} NMS {self.nms}{kept}")
 
-    def info(self) -> dict:
-        """The model's size: ``{"parameters", "gflops", "img_size", "summary"}`` (a one-line text).
+    def info(self, verbose: bool = False) -> dict:
+        """The model's size: ``{"parameters", "gflops", "img_size", "summary"}`` (a one-line text, printed when
+        ``verbose``).
 
         GFLOPs count one multiply-add as two operations, at :attr:`img_size` (as the official YOLOX
         prints them); for an ONNX model the parameters are its weights' elements and ``gflops`` is None.
         """
         if self.is_onnx:
             params = self.runner.model.parameter_count()
-            return {"parameters": params, "gflops": None, "img_size": self.img_size,
+            info = {"parameters": params, "gflops": None, "img_size": self.img_size,
                     "summary": f"{params / 1e6:.2f} M parameters (ONNX; GFLOPs not counted), input "
                                f"{self.img_size[0]}x{self.img_size[1]}"}
-        from ..models.summary import model_summary
+        else:
+            from ..models.summary import model_summary
 
-        summary = model_summary(self.runner.model, self.img_size)
-        return {"parameters": summary.parameters, "gflops": summary.gflops, "img_size": self.img_size,
-                "summary": summary.describe()}
+            summary = model_summary(self.runner.model, self.img_size)
+            info = {"parameters": summary.parameters, "gflops": summary.gflops, "img_size": self.img_size,
+                    "summary": summary.describe()}
+        if verbose:
+            print(info["summary"])
+        return info
 
     def _settings(self, conf=None, nms=None, classes=None, max_det=None) -> DetectSettings:
         if conf is None and nms is None and classes is None and max_det is None:
