@@ -4,12 +4,12 @@ video made here, ONNX Runtime; numbered run folders, collision-free names, bad f
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -18,8 +18,8 @@ import torch
 from conftest import DEMO_PHOTOS
 
 from yolox_fast import Detector
-from yolox_fast.data.coco_classes import COCO_CLASSES
 from yolox_fast.data import preprocess, read_image
+from yolox_fast.data.coco_classes import COCO_CLASSES
 from yolox_fast.deploy.onnx_export import export_onnx
 from yolox_fast.ops import postprocess
 
