@@ -340,7 +340,7 @@ class COCOEvaluator:
         if onnx_model.num_classes != self.num_classes:
             raise ValueError(f"the ONNX model predicts {onnx_model.num_classes} classes but the annotation file has "
                              f"{self.num_classes} categories")
-        if tuple(onnx_model.img_size) != tuple(self.img_size):
+        if tuple(onnx_model.img_size) != tuple(self.img_size) and not getattr(onnx_model, "dynamic_size", False):
             raise ValueError(f"the ONNX model takes {onnx_model.img_size[0]}x{onnx_model.img_size[1]} images; "
                              f"evaluate at that size (got {self.img_size[0]}x{self.img_size[1]})")
         results: list[dict] = []
