@@ -22,7 +22,8 @@ import torch
 from ..data.preprocess import preprocess
 from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 from .results import Detections
-from ..deploy.onnx_runtime import OnnxModel, PaddedResult, padded_from_torch
+from ..deploy.onnx_runtime import PaddedResult, padded_from_torch
+from ..deploy.openvino_model import is_openvino_path, open_exported
 from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
@@ -72,13 +73,17 @@ class _TorchBackend:
 
 
 class _OnnxBackend:
+    """An exported model: ONNX (ONNX Runtime) or OpenVINO IR (:func:`yolox_fast.deploy.openvino_model.open_exported`)."""
+
     def __init__(self, path, img_size, device, threads=None):
-        self.model = OnnxModel(path, device=device, threads=threads)
+        self.model = open_exported(path, device=device, threads=threads)
         self.class_names = self.model.class_names
         self.num_classes = self.model.num_classes
         self.img_size = tuple(self.model.img_size)
-        if img_size is not None and tuple((img_size, img_size) if isinstance(img_size, int) else img_size) != \
-                self.img_size:
+        asked = None if img_size is None else tuple((img_size, img_size) if isinstance(img_size, int) else img_size)
+        if asked is not None and self.model.dynamic_size:  # one export for every size
+            self.img_size = asked
+        elif asked is not None and asked != self.img_size:
             raise ValueError(f"{path} was exported for {self.img_size[0]}x{self.img_size[1]} input, not {img_size}; "
                              "leave the size out or export again")
 
@@ -93,11 +98,12 @@ class Detector:
     """A YOLOX detector for images, folders, videos and cameras.
 
     Args:
-        weights: a checkpoint (official or yolox_fast; PyTorch) or an ``.onnx`` file from
-            :mod:`yolox_fast.export` (ONNX Runtime).
+        weights: a checkpoint (official or yolox_fast; PyTorch), an ``.onnx`` file from
+            :mod:`yolox_fast.export` (ONNX Runtime) or an OpenVINO IR folder (or its ``model.xml``) from
+            ``export --format openvino``.
         model: preset name (default: the checkpoint's; ignored for ONNX, which records it).
         img_size: network input size, a multiple of 32 (default: the size the checkpoint was trained at, else
-            the model's; the ONNX file's).
+            the model's; the exported file's, or any for an export with ``--dynamic``).
         conf: score threshold (default ``PREDICT_CONF`` 0.25; an ONNX graph with NMS takes its exported one
             unless a higher one is given).
         nms: NMS IoU threshold (default ``PREDICT_IOU`` 0.45, or the ONNX graph's).
@@ -123,7 +129,7 @@ class Detector:
             check_input_size(img_size, "img_size")
         if batch_size < 1 or max_det < 1:
             raise ValueError(f"batch_size and max_det must be >= 1, got {batch_size} and {max_det}")
-        self.is_onnx = weights.lower().endswith(".onnx")
+        self.is_onnx = weights.lower().endswith(".onnx") or is_openvino_path(weights)  # an exported model
         if self.is_onnx:
             self.backend = _OnnxBackend(weights, img_size, None if device is None else device, threads)
             onnx_model = self.backend.model
