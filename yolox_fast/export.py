@@ -105,7 +105,7 @@ def _main(argv: list[str]) -> int:
     if args.format == "openvino" and os.path.isfile(output):
         raise UsageError(f"--output {output} is a file; --format openvino writes a folder (model.xml, model.bin)")
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        raise UsageError(f"--output {output}: the folder {os.path.dirname(os.path.abspath(output))} does not exist")
+        raise UsageError(f"output folder does not exist: {os.path.dirname(os.path.abspath(output))}")
 
     from .deploy.onnx_export import export_onnx
     from .models.checkpoint import load_model
