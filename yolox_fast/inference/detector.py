@@ -73,7 +73,7 @@ class _TorchBackend:
 
 
 class _OnnxBackend:
-    """An exported model: ONNX (ONNX Runtime) or OpenVINO IR (:func:`yolox_fast.deploy.openvino_model.open_exported`)."""
+    """An exported model, ONNX or OpenVINO IR (:func:`yolox_fast.deploy.openvino_model.open_exported`)."""
 
     def __init__(self, path, img_size, device, threads=None):
         self.model = open_exported(path, device=device, threads=threads)
