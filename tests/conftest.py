@@ -105,7 +105,7 @@ def nano_int8_onnx(nano_weights, coco128_files, tmp_path_factory):
     path = tmp_path_factory.mktemp("deploy") / "nano-int8.onnx"
     proc = subprocess.run([sys.executable, "-m", "yolox_fast.export", "--weights", str(nano_weights), "--output",
                            str(path), "--int8", "--calib-images", str(coco128_files[0]), "--calib-count",
-                           str(CALIB_COUNT), "--conf", "0.01", "--nms-thre", "0.65", "--max-det", "1000"],
+                           str(CALIB_COUNT), "--conf", "0.01", "--iou", "0.65", "--max-det", "1000"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert f"INT8 calibrated on {CALIB_COUNT} images" in proc.stdout

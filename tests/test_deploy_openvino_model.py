@@ -72,7 +72,7 @@ def test_dynamic_ir_made_at_320_evaluates_at_416_with_pytorchs_ap(nano_weights, 
     """One pass over coco128: the command line writes a --dynamic IR at 320, eval runs it at 416."""
     ir = tmp_path / "nano_dyn_openvino"
     proc = run_cli("export", "--weights", nano_weights, "--format", "openvino", "--dynamic", "--img-size", 320,
-                   "--output", ir, "--conf", 0.01, "--nms-thre", 0.65, "--max-det", 1000)
+                   "--output", ir, "--conf", 0.01, "--iou", 0.65, "--max-det", 1000)
     assert proc.returncode == 0, proc.stderr
     assert "OpenVINO IR" in proc.stdout and "any multiple of 32" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [ir.name]  # no intermediate ONNX or staging folder left

@@ -325,7 +325,7 @@ def test_dynamic_export_through_runtime_detector_and_predict(nano_weights, share
     proc = run_export("--weights", nano_weights, "--output", path, "--dynamic", "--img-size", "320")
     assert proc.returncode == 0, proc.stderr
     assert "320x320 (any multiple of 32)" in proc.stdout
-    with pytest.raises(ValueError, match="multiples of 32"):
+    with pytest.raises(ValueError, match="must be a positive multiple of 32, got 100 96"):
         OnnxModel(path).run(np.zeros((1, 3, 100, 96), np.float32))
     photo = str(shared_data / "images" / "dog.jpg")
     at_416 = Detector(path, img_size=416, device="cpu")

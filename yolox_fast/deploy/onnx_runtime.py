@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 from .onnx_export import INPUT_NAME, METADATA_KEY
 
@@ -132,9 +133,9 @@ class OnnxModel:
         """Raise ``ValueError`` unless ``images`` is ``[B, 3, h, w]`` with the model's ``(h, w)`` (any multiples
         of 32 for a ``--dynamic`` export)."""
         if self.dynamic_size:
-            if images.ndim != 4 or images.shape[1] != 3 or any(s < 32 or s % 32 for s in images.shape[2:]):
-                raise ValueError(f"images must be [B, 3, h, w] with h and w multiples of 32 for {self.path}, "
-                                 f"got {list(images.shape)}")
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"images must be [B, 3, h, w] for {self.path}, got {list(images.shape)}")
+            check_input_size(images.shape[2:], f"the image size [h, w] for {self.path}")
         elif images.ndim != 4 or images.shape[1:] != (3, *self.img_size):
             raise ValueError(f"images must be [B, 3, {self.img_size[0]}, {self.img_size[1]}] for {self.path}, "
                              f"got {list(images.shape)}")

@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..data.preprocess import IMAGE_SUFFIXES
+
 #: Optional float32 regions (name -> node-name fragments of the convolutions to keep in float32).
 FLOAT_REGIONS = {
     "head-preds": ("reg_preds", "obj_preds", "cls_preds"),
     "stem": ("/stem/conv/",),
 }
 DEFAULT_FLOAT_REGIONS = ("stem", "head-preds")
-#: The image suffixes read from a calibration folder.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CALIB_COUNT = 64
 
 
