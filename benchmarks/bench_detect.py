@@ -13,7 +13,15 @@ boxes back to the images. Providers:
 * ``pytorch-eager``: PyTorch eager model + the batched pure-PyTorch postprocess (backend ``torch``);
 * ``pytorch-fast-post``: PyTorch eager model (channels-last input) + the fast C++ postprocess;
 * ``onnxruntime-nms``: the model exported with :mod:`yolox_fast.export`, decode and NMS in the graph,
-  in ONNX Runtime (CPU execution provider), postprocess = reading the fixed-size outputs.
+  in ONNX Runtime (CPU execution provider), postprocess = reading the fixed-size outputs;
+* ``onnxruntime-int8``: the same graph with the network quantized to INT8 (``export --int8``: NNCF, calibrated
+  on the first 32 coco128 images, stem and head prediction convolutions, decode and NMS in float32);
+* ``openvino-fp32``, ``openvino-int8``: those two files converted to OpenVINO IR (``export --format
+  openvino``), run by :class:`yolox_fast.deploy.openvino_model.OpenVinoModel` on the CPU (float layers in
+  float32).
+
+``BENCH_PROVIDERS=onnxruntime-nms,openvino-int8`` picks providers; the OpenVINO and INT8 rows are skipped
+when ``openvino`` / ``nncf`` are not installed.
 
 ``extra_info``: per-stage mean milliseconds and shares (read, preprocess, model, postprocess), images per
 second, and for the ONNX provider the speed-up over ``pytorch-eager`` measured in the same session and the
@@ -48,7 +56,11 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 torch.set_num_threads(THREADS)
 CONF, NMS, MAX_DET = 0.25, 0.45, 100
 CONFIGS = [("yolox-nano", 416, 1), ("yolox-nano", 416, 8), ("yolox-s", 640, 1), ("yolox-s", 640, 8)]
-PROVIDERS = ["official-style", "pytorch-eager", "pytorch-fast-post", "onnxruntime-nms"]
+ALL_PROVIDERS = ["official-style", "pytorch-eager", "pytorch-fast-post", "onnxruntime-nms", "onnxruntime-int8",
+                 "openvino-fp32", "openvino-int8"]
+PROVIDERS = [p for p in os.environ.get("BENCH_PROVIDERS", ",".join(ALL_PROVIDERS)).split(",") if p]
+EXPORTED = ("onnxruntime-nms", "onnxruntime-int8", "openvino-fp32", "openvino-int8")  # read the graph's outputs
+CALIB_COUNT = 32
 STAGES = ("read", "preprocess", "model", "postprocess")
 _MEANS: dict[tuple, float] = {}  # (model, size, batch, provider) -> mean seconds per round, for the summary
 
@@ -73,15 +85,40 @@ def _model(name: str) -> torch.nn.Module:
     return _MODELS[name]
 
 
-def _onnx(name: str, size: int, tmp_dir: Path):
-    key = (name, size)
+def _onnx(name: str, size: int, tmp_dir: Path, provider: str = "onnxruntime-nms"):
+    """The exported model of ``provider`` (files written once per model and size, same thresholds)."""
+    key = (name, size, provider)
     if key not in _ONNX:
+        from functools import partial
+
         from yolox_fast.deploy.onnx_export import export_onnx
         from yolox_fast.deploy.onnx_runtime import OnnxModel
 
-        path = tmp_dir / f"{name}-{size}.onnx"
-        export_onnx(_model(name), path, size, conf=CONF, nms_thre=NMS, max_det=MAX_DET)
-        _ONNX[key] = OnnxModel(path, device="cpu", threads=THREADS)
+        int8 = provider.endswith("int8")
+        if provider.startswith("openvino"):
+            pytest.importorskip("openvino", reason="pip install openvino")
+        if int8:
+            pytest.importorskip("nncf", reason="pip install nncf")
+        path = tmp_dir / f"{name}-{size}{'-int8' if int8 else ''}.onnx"
+        if not path.exists():
+            network_pass = None
+            if int8:
+                from yolox_fast.deploy.quantize import calibration_images, quantize_network
+
+                folder = DATA / "coco128" / "train2017"
+                calib = calibration_images(folder if folder.is_dir() else DATA / "images", CALIB_COUNT)
+                network_pass = partial(quantize_network, calib_images=calib, img_size=(size, size))
+            export_onnx(_model(name), path, size, conf=CONF, nms_thre=NMS, max_det=MAX_DET, network_pass=network_pass,
+                        extra_meta={"int8": {"calib_images": CALIB_COUNT}} if int8 else None)
+        if provider.startswith("openvino"):
+            from yolox_fast.deploy.openvino_model import OpenVinoModel, export_openvino
+
+            folder = path.with_suffix("")
+            if not folder.exists():
+                export_openvino(path, folder)
+            _ONNX[key] = OpenVinoModel(folder, threads=THREADS)
+        else:
+            _ONNX[key] = OnnxModel(path, device="cpu", threads=THREADS)
     return _ONNX[key]
 
 
@@ -93,8 +130,8 @@ class _Pipeline:
         self.paths = [_photos()[i % len(_photos())] for i in range(batch)]
         self.totals = dict.fromkeys(STAGES, 0.0)
         self.rounds = 0
-        if provider == "onnxruntime-nms":
-            self.onnx = _onnx(name, size, tmp_dir)
+        if provider in EXPORTED:
+            self.onnx = _onnx(name, size, tmp_dir, provider)
         else:
             self.model = _model(name)
 
@@ -107,7 +144,7 @@ class _Pipeline:
         if self.provider == "pytorch-fast-post":
             batch = batch.contiguous(memory_format=torch.channels_last)
         t2 = time.perf_counter()
-        if self.provider == "onnxruntime-nms":
+        if self.provider in EXPORTED:
             outputs = self.onnx.run(batch.numpy())
             t3 = time.perf_counter()
             counts, boxes, scores, labels = outputs
@@ -152,10 +189,14 @@ def test_detect_end_to_end(benchmark, record_env, tmp_path_factory, name, size, 
                images_per_s=round(batch / mean, 2),
                **{f"{s}_ms": round(1000 * pipeline.totals[s] / pipeline.rounds, 2) for s in STAGES},
                **{f"{s}_share": round(pipeline.totals[s] / total, 4) for s in STAGES})
-    if provider == "onnxruntime-nms":
+    if provider in EXPORTED:
         eager = _MEANS.get((name, size, batch, "pytorch-eager"))
         if eager:
             benchmark.extra_info["speedup_vs_pytorch_eager"] = round(eager / mean, 2)
+        ort_fp32 = _MEANS.get((name, size, batch, "onnxruntime-nms"))
+        if ort_fp32 and provider != "onnxruntime-nms":
+            benchmark.extra_info["speedup_vs_onnxruntime_fp32"] = round(ort_fp32 / mean, 2)
+    if provider == "onnxruntime-nms":
         images = torch.stack([preprocess(read_image(p), size)[0] for p in pipeline.paths]).numpy()
         in_graph = _profile_in_graph_postprocess(pipeline.onnx, images)
         benchmark.extra_info.update(in_graph_postprocess_ms=round(in_graph, 2),
@@ -168,12 +209,15 @@ def _summary_table(request):
     yield
     if not _MEANS:
         return
-    lines = [f"{'config':<22} " + " ".join(f"{p:>18}" for p in PROVIDERS) + "   ORT / eager"]
+    lines = [f"{'config':<22} " + " ".join(f"{p:>18}" for p in PROVIDERS) + "   ORT / eager   fastest / ORT fp32"]
     for name, size, batch in CONFIGS:
         row = [_MEANS.get((name, size, batch, p)) for p in PROVIDERS]
         cells = " ".join(f"{1000 * v:>15.1f} ms" if v else f"{'-':>18}" for v in row)
-        ratio = row[1] / row[3] if row[1] and row[3] else float("nan")
-        lines.append(f"{name}-{size}-b{batch:<8} {cells}   {ratio:.2f}x")
+        eager, ort = (_MEANS.get((name, size, batch, p)) for p in ("pytorch-eager", "onnxruntime-nms"))
+        ratio = eager / ort if eager and ort else float("nan")
+        others = [v for p, v in zip(PROVIDERS, row, strict=True) if v and p in EXPORTED and p != "onnxruntime-nms"]
+        best = ort / min(others) if ort and others else float("nan")
+        lines.append(f"{name}-{size}-b{batch:<8} {cells}   {ratio:>10.2f}x   {best:>16.2f}x")
     text = (f"\nend-to-end mean per round (read + preprocess + model + postprocess), {THREADS} thread(s)\n"
             + "\n".join(lines))
     capture = request.config.pluginmanager.getplugin("capturemanager")

@@ -291,3 +291,51 @@ def test_cli_bad_files_exit_2(nano_weights, tmp_path):
     assert proc.returncode == 2 and "output folder does not exist" in proc.stderr
     proc = run_export("--weights", nano_weights, "--output", nano_weights)
     assert proc.returncode == 2 and "weights file itself" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# --dynamic: one export for every input size (grids built in the graph)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["best-class", "multi-label"])
+def test_dynamic_export_made_at_320_equals_pytorch_at_other_sizes(nano_model, shared_data, tmp_path, multi_label):
+    from yolox_fast.data import preprocess, read_image
+
+    path = tmp_path / "dyn.onnx"
+    meta = export_onnx(nano_model, path, 320, dynamic_size=True, conf=0.05, nms_thre=0.5, multi_label=multi_label)
+    assert meta["dynamic_size"] and meta["num_anchors"] is None and meta["img_size"] == [320, 320]
+    sess = session(path)
+    assert sess.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    for size in ((416, 416), (256, 480)):
+        images = torch.stack([preprocess(read_image(shared_data / "images" / f"{n}.jpg"), size)[0]
+                              for n in ("dog", "horses")])
+        with torch.no_grad():
+            want = reference_outputs(nano_model(images), 80, 0.05, 0.5, 100, multi_label=multi_label)
+        assert want[0].sum() > 5
+        got = sess.run(None, {"images": images.numpy()})
+        assert_same_detections(got, want, box_rtol=1e-4, score_tol=1e-5)
+
+
+def test_dynamic_export_through_runtime_detector_and_predict(nano_weights, shared_data, tmp_path):
+    from yolox_fast import Detector
+    from yolox_fast.deploy.onnx_runtime import OnnxModel
+
+    path = tmp_path / "dyn.onnx"
+    proc = run_export("--weights", nano_weights, "--output", path, "--dynamic", "--img-size", "320")
+    assert proc.returncode == 0, proc.stderr
+    assert "320x320 (any multiple of 32)" in proc.stdout
+    with pytest.raises(ValueError, match="must be a positive multiple of 32, got 100 96"):
+        OnnxModel(path).run(np.zeros((1, 3, 100, 96), np.float32))
+    photo = str(shared_data / "images" / "dog.jpg")
+    at_416 = Detector(path, img_size=416, device="cpu")
+    torch_416 = Detector(nano_weights, img_size=416, device="cpu")
+    assert at_416.img_size == (416, 416) and Detector(path, device="cpu").img_size == (320, 320)
+    got, want = at_416(photo), torch_416(photo)
+    np.testing.assert_allclose(got.xyxy, want.xyxy, rtol=1e-4, atol=1e-2)
+    np.testing.assert_array_equal(got.class_ids, want.class_ids)
+    proc = subprocess.run([sys.executable, "-m", "yolox_fast.predict", photo, "--onnx", str(path), "--img-size", "640",
+                           "--project", str(tmp_path), "--name", "p", "--no-progress"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "input 640x640" in proc.stdout and (tmp_path / "p" / "dog.jpg").is_file()

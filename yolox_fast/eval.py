@@ -33,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", "--ckpt", dest="weights",
                         help="checkpoint: official {'model': state_dict} or a yolox_fast training checkpoint "
                              "(--ckpt is its old name)")
-    parser.add_argument("--onnx", help="evaluate a model exported by yolox_fast.export in ONNX Runtime instead")
+    parser.add_argument("--onnx", help="evaluate a model exported by yolox_fast.export instead: an .onnx file "
+                        "(ONNX Runtime) or an OpenVINO IR folder (--format openvino)")
     parser.add_argument("--model", help="yolox-nano, -tiny, -s, -m, -l or -x (default: inferred from the checkpoint)")
     parser.add_argument("--images", help="folder holding the images named in the annotation file")
     parser.add_argument("--ann", help="COCO instances annotation JSON")
     parser.add_argument("--img-size", type=int, default=None,
                         help="network input size, a multiple of 32 (default: the size the checkpoint was trained at, "
-                             "else the model's 416 or 640; an ONNX file's own)")
+                             "else the model's 416 or 640; an exported model's own, or any for a --dynamic export)")
     parser.add_argument("--conf", type=float, default=0.01, help="score threshold (default 0.01)")
     parser.add_argument("--iou", "--nms", dest="iou", type=float, default=0.65,
                         help="NMS IoU threshold (default 0.65; --nms is its old name)")
@@ -95,11 +96,12 @@ def _main(argv: list[str]) -> int:
     from .models.checkpoint import load_model
 
     if args.onnx:  # the exported model brings its input size (and, with NMS in the graph, its thresholds)
-        from .deploy.onnx_runtime import OnnxModel
+        from .deploy.openvino_model import open_exported
 
-        model = OnnxModel(args.onnx, device=device, threads=args.threads)
+        # device None: ONNX Runtime takes CUDA when it has it, OpenVINO the CPU
+        model = open_exported(args.onnx, device=args.device, threads=args.threads)
         model.check_settings(args.conf, args.iou, args.class_agnostic)
-        name, num_classes, which, source = model.model_name, model.num_classes, "ONNX", args.onnx
+        name, num_classes, which, source = model.model_name, model.num_classes, model.FORMAT, args.onnx
         size = (args.img_size,) * 2 if args.img_size else tuple(model.img_size)  # another size: an error below
     else:
         model, info = load_model(args.weights, model_name=args.model, num_classes=args.num_classes,

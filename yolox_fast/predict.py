@@ -35,7 +35,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("source", nargs="+", help="image, folder, glob, video file (mp4/avi/...) or camera index")
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--weights", "--ckpt", dest="weights", help="checkpoint (official or yolox_fast), PyTorch")
-    weights.add_argument("--onnx", help="a model exported by yolox_fast.export, run in ONNX Runtime")
+    weights.add_argument("--onnx", help="a model exported by yolox_fast.export: an .onnx file (ONNX Runtime) "
+                         "or an OpenVINO IR folder (--format openvino)")
     parser.add_argument("--model", default=None, help="preset name (default: the checkpoint's)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="input size, a multiple of 32 (default: the size the checkpoint was trained at, else the "

@@ -26,14 +26,15 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
 from ..files.atomic import atomic_write
-from ..ops.anchors import DEFAULT_STRIDES, anchor_grid_for_input, check_input_size
+from ..ops.anchors import DEFAULT_STRIDES, anchor_grid, anchor_grid_for_input, check_input_size
 from ..ops.box_coding import decode_outputs
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
@@ -51,23 +52,39 @@ class ExportNetwork(nn.Module):
 
     Runs the backbone and the raw head (in fp16 when ``half``), then decodes in float32 with
     :func:`yolox_fast.ops.box_coding.decode_outputs` (``decode``) or applies only the sigmoid (the
-    official raw output).
+    official raw output). With ``dynamic_size`` the anchor grids are built in the graph from the feature
+    maps' shapes (``Range`` over each level's height and width), so any input of multiples of 32 decodes
+    right; otherwise they are constants for ``img_size``.
     """
 
-    def __init__(self, model: nn.Module, img_size: tuple[int, int], decode: bool = True, half: bool = False):
+    def __init__(self, model: nn.Module, img_size: tuple[int, int], decode: bool = True, half: bool = False,
+                 dynamic_size: bool = False):
         super().__init__()
-        self.model, self.decode, self.half = model, decode, half
-        grids, strides = anchor_grid_for_input(*img_size, strides=getattr(model.head, "strides", DEFAULT_STRIDES))
+        self.model, self.decode, self.half, self.dynamic_size = model, decode, half, dynamic_size
+        self.level_strides = tuple(getattr(model.head, "strides", DEFAULT_STRIDES))
+        grids, strides = anchor_grid_for_input(*img_size, strides=self.level_strides)
         self.register_buffer("grids", grids, persistent=False)
         self.register_buffer("strides", strides, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.half() if self.half else images
-        raw, _ = self.model.head.forward_raw(self.model.backbone(x))
+        raw, sizes = self.model.head.forward_raw(self.model.backbone(x))
         raw = raw.float()
         if self.decode:
-            return decode_outputs(raw, self.grids, self.strides)
+            # traced: the level sizes are shape values, so anchor_grid's arange/full become Range/Expand nodes
+            grids, strides = anchor_grid(sizes, self.level_strides) if self.dynamic_size else (self.grids, self.strides)
+            return decode_outputs(raw, grids, strides)
         return torch.cat([raw[..., :4], raw[..., 4:].sigmoid()], dim=-1)
+
+
+def _slim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """``proto`` simplified by onnxslim, and whether it ran (False when onnxslim is not installed)."""
+    try:
+        import onnxslim
+    except ImportError:
+        return proto, False
+    with contextlib.redirect_stdout(io.StringIO()):
+        return onnxslim.slim(proto), True
 
 
 def export_onnx(
@@ -91,6 +108,9 @@ def export_onnx(
     model_name: str | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    dynamic_size: bool = False,
+    network_pass: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+    extra_meta: dict | None = None,
 ) -> dict:
     """Export ``model`` (a :class:`yolox_fast.models.YOLOX`) to the ONNX file ``output`` (module docstring).
 
@@ -109,6 +129,13 @@ def export_onnx(
         simplify: run onnxslim on the graph when it is installed.
         model_name, class_names: recorded in the metadata (class names default to ``0 .. C-1``).
         overwrite: replace an existing ``output`` (otherwise an existing file is an error).
+        dynamic_size: height and width dynamic (any multiples of 32; ``img_size`` is then the default size
+            recorded in the metadata); the decode builds its grids from the input's shape.
+        network_pass: applied to the exported network graph (images -> prediction) before the postprocess
+            is appended, e.g. INT8 quantization (:func:`yolox_fast.deploy.quantize.quantize_network`); the
+            network is simplified before it and the whole graph not after it (so that onnxslim cannot fold
+            quantized weights back into float ones).
+        extra_meta: more entries for the metadata (e.g. the INT8 settings).
 
     Returns:
         The metadata dict written into the model (plus ``"simplified"``: whether onnxslim ran).
@@ -118,8 +145,6 @@ def export_onnx(
         FileExistsError: ``output`` exists and ``overwrite`` is false.
         OSError: ``output`` cannot be written.
     """
-    import onnx
-
     from .onnx_postprocess import OUTPUT_NAMES, append_postprocess
 
     size = check_input_size(img_size, "img_size")
@@ -151,11 +176,15 @@ def export_onnx(
     network = copy.deepcopy(model).float().eval()
     if half:
         network.half()
-    wrapper = ExportNetwork(network, size, decode=decode, half=half).eval()
+    wrapper = ExportNetwork(network, size, decode=decode, half=half, dynamic_size=dynamic_size).eval()
     batch = batch_size if static else 1
     dummy = torch.zeros((batch, 3, *size), dtype=torch.float32, device=next(network.parameters()).device)
     buffer = io.BytesIO()
-    dynamic_axes = None if static else {INPUT_NAME: {0: "batch"}, PREDICTION_NAME: {0: "batch"}}
+    input_axes = {} if static else {0: "batch"}
+    if dynamic_size:
+        input_axes.update({2: "height", 3: "width"})
+    dynamic_axes = {INPUT_NAME: input_axes, PREDICTION_NAME: {**({} if static else {0: "batch"}),
+                                                              **({1: "anchors"} if dynamic_size else {})}}
     with warnings.catch_warnings(), torch.no_grad():
         # The legacy exporter warns about its own deprecation and about the model's input-shape check
         # (a Python bool during tracing, which is constant for the traced shapes anyway).
@@ -163,18 +192,25 @@ def export_onnx(
         torch.onnx.export(wrapper, (dummy,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[PREDICTION_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
-    num_anchors = sum((size[0] // s) * (size[1] // s) for s in wrapper.model.head.strides)
+    num_anchors = sum((size[0] // s) * (size[1] // s) for s in wrapper.level_strides)
+    simplified = False
+    if network_pass is not None:
+        if simplify:
+            proto, simplified = _slim(proto)
+        proto = network_pass(proto)
+        simplify = False
 
     meta = {
         "model": model_name, "num_classes": num_classes, "class_names": class_names, "img_size": list(size),
         "nms": nms, "decode": bool(decode), "half": bool(half), "static": bool(static),
-        "batch_size": batch if static else None, "num_anchors": num_anchors,
+        "batch_size": batch if static else None, "num_anchors": None if dynamic_size else num_anchors,
+        "dynamic_size": bool(dynamic_size),
         "input": INPUT_NAME, "preprocess": "BGR 0-255, keep-ratio resize, top-left paste on 114, NCHW float32",
     }
     if nms == "onnx":
-        append_postprocess(proto, PREDICTION_NAME, num_anchors, num_classes, conf_thre=conf, nms_thre=nms_thre,
-                           max_det=max_det, pre_nms_topk=pre_nms_topk, class_agnostic=class_agnostic,
-                           multi_label=multi_label, batch=batch if static else "batch")
+        append_postprocess(proto, PREDICTION_NAME, None if dynamic_size else num_anchors, num_classes,
+                           conf_thre=conf, nms_thre=nms_thre, max_det=max_det, pre_nms_topk=pre_nms_topk,
+                           class_agnostic=class_agnostic, multi_label=multi_label, batch=batch if static else "batch")
         meta.update(conf=float(conf), nms_thre=float(nms_thre), max_det=int(max_det), pre_nms_topk=pre_nms_topk,
                     class_agnostic=bool(class_agnostic), multi_label=bool(multi_label), outputs=list(OUTPUT_NAMES))
     else:
@@ -182,16 +218,9 @@ def export_onnx(
                     prediction="cx, cy, w, h (input pixels), obj, classes" if decode
                     else "raw box offsets (official, undecoded), sigmoid obj, sigmoid classes")
 
-    simplified = False
+    meta.update(extra_meta or {})
     if simplify:
-        try:
-            import onnxslim
-        except ImportError:
-            onnxslim = None
-        if onnxslim is not None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                proto = onnxslim.slim(proto)
-            simplified = True
+        proto, simplified = _slim(proto)
     proto.producer_name = "yolox_fast"
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta), "names": json.dumps(class_names)})

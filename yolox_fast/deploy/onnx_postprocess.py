@@ -87,7 +87,7 @@ class _GraphBuilder:
 def append_postprocess(
     model: onnx.ModelProto,
     prediction: str,
-    num_anchors: int,
+    num_anchors: int | None,
     num_classes: int,
     *,
     conf_thre: float,
@@ -103,7 +103,8 @@ def append_postprocess(
     Args:
         model: an exported network whose graph has the float32 output ``prediction``.
         prediction: name of that output.
-        num_anchors, num_classes: A and C (fixed by the export's input size and the model).
+        num_anchors, num_classes: A and C (A fixed by the export's input size; None when the input size is
+            dynamic: A is then read from the prediction's shape in the graph).
         conf_thre, nms_thre, max_det, pre_nms_topk, class_agnostic, multi_label: as
             :func:`yolox_fast.ops.postprocess_padded` (``max_det`` is required: the outputs have a fixed size).
         batch: the batch dimension of the outputs: a name (dynamic) or a size (static export).
@@ -122,8 +123,20 @@ def append_postprocess(
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     g = _GraphBuilder(opset)
     i64, f32 = np.int64, np.float32
-    A, C, M = int(num_anchors), int(num_classes), int(max_det)
-    slots = A * C if multi_label else A  # one candidate slot per anchor, or per (anchor, class)
+    C, M = int(num_classes), int(max_det)
+    # A, the slot count S (one candidate slot per anchor, or per (anchor, class)) and the slot indices
+    # [1, S]: constants for a fixed input size, read from the prediction's shape for a dynamic one.
+    if num_anchors is not None:
+        A = int(num_anchors)
+        slots = A * C if multi_label else A
+        anchors_t, slots_t = g.const(A, i64), g.const([slots], i64)
+        slot_index_t = g.const(np.arange(slots, dtype=np.int64)[None], i64)
+        topk_limit = g.const([min(pre_nms_topk or slots, slots)], i64)
+    else:
+        anchors_t = g.squeeze(g.slice(g.op("Shape", [prediction]), 1, 2, 0), 0)  # scalar
+        slots_t = g.unsqueeze(g.op("Mul", [anchors_t, g.const(C, i64)]) if multi_label else anchors_t, 0)  # [1]
+        slot_index_t = g.unsqueeze(g.op("Range", [g.const(0, i64), g.squeeze(slots_t, 0), g.const(1, i64)]), 0)
+        topk_limit = slots_t if pre_nms_topk is None else g.op("Min", [slots_t, g.const([pre_nms_topk], i64)])
 
     # Boxes cx, cy, w, h -> x1, y1, x2, y2 (as box_coding.box_cxcywh_to_xyxy: c -/+ wh / 2).
     centre, size = g.slice(prediction, 0, 2, 2), g.slice(prediction, 2, 4, 2)
@@ -133,16 +146,13 @@ def append_postprocess(
     cls = g.slice(prediction, 5, 5 + C, 2)  # [B, A, C]
 
     # Per slot: score [B, S] and, for the ordering and the outputs, its class and anchor.
-    slot_index = np.arange(slots, dtype=np.int64)
     if multi_label:
-        score = g.op("Reshape", [g.op("Mul", [obj, cls]), g.const([0, slots], i64)])  # slot = anchor * C + class
-        label = g.const((slot_index % C)[None], i64)  # [1, S]
-        anchor_of_slot = slot_index // C
+        score = g.op("Reshape", [g.op("Mul", [obj, cls]), g.const([0, -1], i64)])  # slot = anchor * C + class
+        label = g.op("Mod", [slot_index_t, g.const(C, i64)])  # [1, S]
     else:
         best = g.op("ArgMax", [cls], axis=2, keepdims=1)  # [B, A, 1], first index among equal maxima
         score = g.squeeze(g.op("Mul", [obj, g.op("GatherElements", [cls, best], axis=2)]), 2)  # [B, A]
         label = g.squeeze(best, 2)  # [B, A]
-        anchor_of_slot = slot_index
     valid = g.op("GreaterOrEqual", [score, g.const(conf_thre, f32)])  # NaN scores fail, as in the postprocess
     ignored = g.const(_IGNORED_SCORE, f32)
     ranked = g.op("Where", [valid, score, ignored])  # below every candidate, so TopK never prefers it
@@ -150,19 +160,19 @@ def append_postprocess(
     # K = the largest candidate count of the batch, clipped to [1, min(pre_nms_topk, S)].
     count = g.reduce("ReduceSum", g.op("Cast", [valid], to=TensorProto.INT64), 1)  # [B]
     k = g.reduce("ReduceMax", g.op("Concat", [count, g.const([1], i64)], axis=0), 0, keepdims=1)  # [1]
-    k = g.op("Min", [k, g.const([min(pre_nms_topk or slots, slots)], i64)])
+    k = g.op("Min", [k, topk_limit])
 
     # Candidates in the output order: score descending, ties by the tie key (a stable sort).
     if class_agnostic:
         # tie key anchor * C + class == the slot index itself (single-label: slot = anchor)
         score_sorted, cand = g.op("TopK", [ranked, k], num_outputs=2, axis=1, largest=1, sorted=1)
     else:
-        if multi_label:
-            key = (slot_index % C) * A + anchor_of_slot  # class-major slot order, the same for every image
-            class_major = g.op("Expand", [g.const(key[None], i64), g.op("Shape", [ranked])])
+        if multi_label:  # class-major slot order (class * A + anchor), the same for every image
+            key = g.op("Add", [g.op("Mul", [label, anchors_t]), g.op("Div", [slot_index_t, g.const(C, i64)])])
+            class_major = g.op("Expand", [key, g.op("Shape", [ranked])])
         else:
-            class_major = g.op("Add", [g.op("Mul", [label, g.const(A, i64)]), g.const(slot_index[None], i64)])
-        _, order = g.op("TopK", [class_major, g.const([slots], i64)], num_outputs=2, axis=1, largest=0, sorted=1)
+            class_major = g.op("Add", [g.op("Mul", [label, anchors_t]), slot_index_t])
+        _, order = g.op("TopK", [class_major, slots_t], num_outputs=2, axis=1, largest=0, sorted=1)
         by_class = g.op("GatherElements", [ranked, order], axis=1)
         score_sorted, pos = g.op("TopK", [by_class, k], num_outputs=2, axis=1, largest=1, sorted=1)
         cand = g.op("GatherElements", [order, pos], axis=1)  # [B, K] slot indices

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 from .onnx_export import INPUT_NAME, METADATA_KEY
 
@@ -84,6 +85,8 @@ class OnnxModel:
         ValueError: not an ONNX model, or not one exported by yolox_fast (no metadata).
     """
 
+    FORMAT = "ONNX"
+
     def __init__(self, path: str | os.PathLike, device: str | None = None, threads: int | None = None):
         import onnxruntime as ort
 
@@ -107,20 +110,46 @@ class OnnxModel:
         if METADATA_KEY not in custom:
             raise ValueError(f"{self.path} was not exported by yolox_fast.export (no {METADATA_KEY!r} metadata); "
                              "export it with python -m yolox_fast.export")
-        self.meta = json.loads(custom[METADATA_KEY])
+        self._read_meta(json.loads(custom[METADATA_KEY]))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _read_meta(self, meta: dict) -> None:
+        """Set the attributes from the export settings (shared by the OpenVINO model)."""
+        self.meta = meta
         self.img_size = tuple(self.meta["img_size"])
         self.class_names = list(self.meta["class_names"])
         self.num_classes = int(self.meta["num_classes"])
         self.model_name = self.meta.get("model")
         self.has_nms = self.meta["nms"] == "onnx"
         self.static_batch = self.meta["batch_size"] if self.meta.get("static") else None
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        #: any input size of multiples of 32 (an export with ``--dynamic``); ``img_size`` is its default
+        self.dynamic_size = bool(self.meta.get("dynamic_size", False))
+
+    def _infer(self, images: np.ndarray) -> list[np.ndarray]:
+        """One run of the graph on a float32 batch it accepts."""
+        return self.session.run(None, {INPUT_NAME: images})
+
+    def check_input(self, images: np.ndarray) -> None:
+        """Raise ``ValueError`` unless ``images`` is ``[B, 3, h, w]`` with the model's ``(h, w)`` (any multiples
+        of 32 for a ``--dynamic`` export)."""
+        if self.dynamic_size:
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"images must be [B, 3, h, w] for {self.path}, got {list(images.shape)}")
+            check_input_size(images.shape[2:], f"the image size [h, w] for {self.path}")
+        elif images.ndim != 4 or images.shape[1:] != (3, *self.img_size):
+            raise ValueError(f"images must be [B, 3, {self.img_size[0]}, {self.img_size[1]}] for {self.path}, "
+                             f"got {list(images.shape)}")
 
     def describe(self) -> str:
         post = (f"NMS in the graph (conf {self.meta['conf']}, IoU {self.meta['nms_thre']}, max {self.meta['max_det']})"
                 if self.has_nms else "prediction output")
-        return (f"{self.model_name or 'YOLOX'} ONNX {self.path} ({self.num_classes} classes, "
-                f"{self.img_size[0]}x{self.img_size[1]}, {post}, {self.session.get_providers()[0]})")
+        size = f"{self.img_size[0]}x{self.img_size[1]}" + (" (any multiple of 32)" if self.dynamic_size else "")
+        int8 = ", INT8" if self.meta.get("int8") else ""
+        return (f"{self.model_name or 'YOLOX'} {self.FORMAT} {self.path} ({self.num_classes} classes, "
+                f"{size}{int8}, {post}, {self._runtime()})")
+
+    def _runtime(self) -> str:
+        return self.session.get_providers()[0]
 
     def parameter_count(self) -> int:
         """Elements of the graph's weights (its initializers: the network's parameters and constants)."""
@@ -132,19 +161,17 @@ class OnnxModel:
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """The raw graph outputs for ``images [B, 3, h, w]`` float32 (a static-batch model runs in chunks)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1:] != (3, *self.img_size):
-            raise ValueError(f"images must be [B, 3, {self.img_size[0]}, {self.img_size[1]}] for {self.path}, "
-                             f"got {list(images.shape)}")
+        self.check_input(images)
         n = self.static_batch
         if n is None or images.shape[0] == n:
-            return self.session.run(None, {INPUT_NAME: images})
+            return self._infer(images)
         chunks = []
         for start in range(0, images.shape[0], n):
             part = images[start : start + n]
             pad = n - part.shape[0]
             if pad:
                 part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), np.float32)])
-            outs = self.session.run(None, {INPUT_NAME: part})
+            outs = self._infer(part)
             chunks.append([o[: n - pad] for o in outs])
         return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
@@ -180,7 +207,7 @@ class OnnxModel:
             return self.padded_from_nms_outputs(outputs, conf, nms, class_agnostic, max_det)
         from ..ops import postprocess_padded
 
-        dets, counts = postprocess_padded(self.decoded(outputs), self.num_classes,
+        dets, counts = postprocess_padded(self.decoded(outputs, images.shape[2:]), self.num_classes,
                                           PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms,
                                           bool(class_agnostic), max_det=max_det)
         return padded_from_torch(dets, counts)
@@ -206,9 +233,11 @@ class OnnxModel:
             boxes, scores, labels = boxes[:, :max_det], scores[:, :max_det], labels[:, :max_det]
         return PaddedResult(boxes, scores, labels.astype(np.int64), counts)
 
-    def decoded(self, outputs: list[np.ndarray]) -> torch.Tensor:
+    def decoded(self, outputs: list[np.ndarray], input_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """The outputs of a prediction graph (:meth:`run`) as decoded predictions ``[B, A, 5 + C]`` (torch), what
-        :func:`yolox_fast.ops.postprocess_padded` takes; a ``--decode none`` graph is decoded here."""
+        :func:`yolox_fast.ops.postprocess_padded` takes; a ``--decode none`` graph is decoded here, on the anchor
+        grid of ``input_hw`` (the input's height and width; default: the export's size; a ``--dynamic`` export
+        runs at other sizes, so callers pass the size they ran at)."""
         if self.has_nms:
             raise ValueError(f"{self.path} has NMS in its graph: its outputs are detections, not predictions")
         pred = torch.from_numpy(outputs[0])
@@ -216,6 +245,6 @@ class OnnxModel:
             from ..ops.anchors import anchor_grid_for_input
             from ..ops.box_coding import decode_outputs
 
-            grids, strides = anchor_grid_for_input(*self.img_size)
+            grids, strides = anchor_grid_for_input(*(self.img_size if input_hw is None else input_hw))
             pred = decode_outputs(pred, grids, strides, sigmoid=False)
         return pred

@@ -291,6 +291,8 @@ class COCOEvaluator:
         if runner.num_classes != self.num_classes:
             raise ValueError(f"the model predicts {runner.num_classes} classes but the annotation file has "
                              f"{self.num_classes} categories")
+        if getattr(getattr(runner, "model", None), "dynamic_size", False):
+            runner.img_size = tuple(self.img_size)  # a --dynamic export runs at the evaluation size
         if runner.img_size is not None and tuple(runner.img_size) != tuple(self.img_size):
             raise ValueError(f"the model takes {runner.img_size[0]}x{runner.img_size[1]} images; "
                              f"evaluate at that size (got {self.img_size[0]}x{self.img_size[1]})")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..deploy.onnx_runtime import OnnxModel
+from ..deploy.openvino_model import is_openvino_path, open_exported
 from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 from .results import Detections
@@ -60,9 +60,13 @@ def _torch_runner(weights, model_name, img_size, device) -> TorchRunner:
 
 
 def _onnx_runner(path, img_size, device, threads) -> OnnxRunner:
-    runner = OnnxRunner(OnnxModel(path, device=device, threads=threads))
-    if img_size is not None and tuple((img_size, img_size) if isinstance(img_size, int) else img_size) != \
-            runner.img_size:
+    """A runner for an exported model, ONNX or OpenVINO IR (:func:`yolox_fast.deploy.openvino_model.open_exported`);
+    a ``--dynamic`` export runs at any ``img_size`` (multiple of 32), a fixed one only at its own."""
+    runner = OnnxRunner(open_exported(path, device=device, threads=threads))
+    asked = None if img_size is None else tuple((img_size, img_size) if isinstance(img_size, int) else img_size)
+    if asked is not None and runner.model.dynamic_size:  # one export for every size
+        runner.img_size = asked
+    elif asked is not None and asked != runner.img_size:
         raise ValueError(f"{path} was exported for {runner.img_size[0]}x{runner.img_size[1]} input, not {img_size}; "
                          "leave the size out or export again")
     return runner
@@ -72,11 +76,12 @@ class Detector:
     """A YOLOX detector for images, folders, videos and cameras.
 
     Args:
-        weights: a checkpoint (official or yolox_fast; PyTorch) or an ``.onnx`` file from
-            :mod:`yolox_fast.export` (ONNX Runtime).
+        weights: a checkpoint (official or yolox_fast; PyTorch), an ``.onnx`` file from
+            :mod:`yolox_fast.export` (ONNX Runtime) or an OpenVINO IR folder (or its ``model.xml``) from
+            ``export --format openvino``.
         model: preset name (default: the checkpoint's; ignored for ONNX, which records it).
         img_size: network input size, a multiple of 32 (default: the size the checkpoint was trained at, else
-            the model's; the ONNX file's).
+            the model's; the exported file's, or any for an export with ``--dynamic``).
         conf: score threshold (default ``PREDICT_CONF`` 0.25; an ONNX graph with NMS takes its exported one
             unless a higher one is given).
         nms: NMS IoU threshold (default ``PREDICT_IOU`` 0.45, or the ONNX graph's).
@@ -107,7 +112,7 @@ class Detector:
             check_input_size(img_size, "img_size")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.is_onnx = weights.lower().endswith(".onnx")
+        self.is_onnx = weights.lower().endswith(".onnx") or is_openvino_path(weights)  # an exported model
         if self.is_onnx:
             self.runner = _onnx_runner(weights, img_size, None if device is None else device, threads)
             onnx_model = self.runner.model
@@ -165,7 +170,7 @@ class Detector:
         if self.is_onnx:
             params = self.runner.model.parameter_count()
             info = {"parameters": params, "gflops": None, "img_size": self.img_size,
-                    "summary": f"{params / 1e6:.2f} M parameters (ONNX; GFLOPs not counted), input "
+                    "summary": f"{params / 1e6:.2f} M parameters ({self.runner.model.FORMAT}; GFLOPs not counted), input "
                                f"{self.img_size[0]}x{self.img_size[1]}"}
         else:
             from ..models.summary import model_summary

@@ -226,7 +226,7 @@ class OnnxRunner(Runner):
 
     def postprocess(self, outputs: list[np.ndarray], settings: DetectSettings) -> PaddedResult:
         if not self.model.has_nms:
-            return postprocess_predictions(self.model.decoded(outputs), self.num_classes, settings)
+            return postprocess_predictions(self.model.decoded(outputs, self.img_size), self.num_classes, settings)
         if settings.classes is not None:
             settings.check_classes(self.num_classes)
             if self.model.meta["class_agnostic"]:
