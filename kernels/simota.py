@@ -62,11 +62,11 @@ def _pred_corners(pred_ptr, base, offs, valid, GPU: tl.constexpr):
     cy = tl.load(pred_ptr + base + 4 * offs + 1, mask=valid, other=0.0)
     w = tl.load(pred_ptr + base + 4 * offs + 2, mask=valid, other=0.0)
     h = tl.load(pred_ptr + base + 4 * offs + 3, mask=valid, other=0.0)
-    return _corners(cx, cy, w, h, GPU)
+    return _box_corners(cx, cy, w, h, GPU)
 
 
 @triton.jit
-def _corners(cx, cy, w, h, GPU: tl.constexpr):
+def _box_corners(cx, cy, w, h, GPU: tl.constexpr):
     # cx - w / 2 (exact halving: w * 0.5 is the same number), area = w * h
     hw = half(w, GPU)
     hh = half(h, GPU)
@@ -178,7 +178,7 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
         w = tl.load(gt_ptr + pid * 4 + 2)
         h = tl.load(gt_ptr + pid * 4 + 3)
         cls_g = tl.load(gt_cls_ptr + pid)
-        gx1, gy1, gx2, gy2, garea = _corners(cx, cy, w, h, GPU)
+        gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
         slots = tl.arange(0, SLOTS)
         lanes = tl.arange(0, BLOCK)
         # the 10 largest candidate IoUs (descending; -1 = empty) ...
@@ -280,7 +280,7 @@ def _simota_resolve_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_
                 w = tl.load(gt_ptr + (b * G + g) * 4 + 2)
                 h = tl.load(gt_ptr + (b * G + g) * 4 + 3)
                 cls_g = tl.load(gt_cls_ptr + b * G + g)
-                gx1, gy1, gx2, gy2, garea = _corners(cx, cy, w, h, GPU)
+                gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
                 iou = _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU)
                 geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY, GPU)
                 logit = tl.load(cls_ptr + b.to(tl.int64) * stride_b + offs * stride_a + cls_g * stride_c,
@@ -297,7 +297,7 @@ def _simota_resolve_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_
     cy = tl.load(gt_ptr + gbase + 1, mask=fg, other=0.0)
     w = tl.load(gt_ptr + gbase + 2, mask=fg, other=0.0)
     h = tl.load(gt_ptr + gbase + 3, mask=fg, other=0.0)
-    gx1, gy1, gx2, gy2, garea = _corners(cx, cy, w, h, GPU)
+    gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
     iou = _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU)
     tl.store(fg_ptr + b * A + offs, fg, mask=valid)
     tl.store(matched_ptr + b * A + offs, tl.where(fg, owner, -1).to(tl.int64), mask=valid)

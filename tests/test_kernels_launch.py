@@ -1,5 +1,7 @@
-"""The Triton launchers' device guard (kernels/_launch.py): Triton launches on the *current* CUDA device, so
-every launcher makes its tensors' device current, as the CUDA ops do with CUDAGuard."""
+"""What every Triton launcher shares (kernels/_launch.py): the device check (one device; the CPU only under the
+interpreter), the device guard (Triton launches on the *current* CUDA device, so every launcher makes its
+tensors' device current, as the CUDA ops do with CUDAGuard), the launch hooks the tests record devices with,
+and the kernel handle that works with the Triton of every supported torch."""
 
 from __future__ import annotations
 
@@ -8,7 +10,57 @@ import contextlib
 import pytest
 import torch
 
-from yolox_fast.kernels._launch import device_guard
+from op_testing import LaunchRecorder
+
+from yolox_fast.kernels import _launch
+from yolox_fast.kernels._launch import device_guard, launch_device, traceable
+
+
+def test_launch_device_refuses_cpu_tensors_outside_the_interpreter(monkeypatch):
+    """Compiled Triton cannot read CPU memory (issue 15: a test handed launch_nms CPU tensors on the GPU
+    machine); the launcher says so by name instead of Triton's "cannot be accessed from Triton (cpu tensor?)"."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match=r"launch_nms: Triton kernels need CUDA tensors .*boxes, n_valid"):
+        launch_device("launch_nms", boxes=torch.zeros(1, 4, 4), cls=None, n_valid=torch.zeros(1))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert launch_device("launch_nms", boxes=torch.zeros(1, 4, 4), cls=None) == torch.device("cpu")
+
+
+def test_launch_device_refuses_tensors_on_several_devices(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ValueError, match=r"launch_x: every tensor must be on one device, got a on cpu, b on meta"):
+        launch_device("launch_x", a=torch.zeros(2), b=torch.zeros(2, device="meta"))
+
+
+def test_launch_hooks_see_every_launch_and_the_recorder_flags_other_devices(monkeypatch):
+    """What conftest.py's autouse check relies on: each launch reports its device; launches off the device the
+    test claims are named."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    recorder = LaunchRecorder()
+    monkeypatch.setattr(_launch, "launch_hooks", [recorder])
+    launch_device("launch_a", x=torch.zeros(1))
+    assert recorder.launches == [("launch_a", torch.device("cpu"))]
+    assert recorder.off_device(torch.device("cpu")) == []
+    assert recorder.off_device(torch.device("cuda")) == ["launch_a on cpu"]
+
+
+def test_traceable_wraps_jit_functions_and_passes_interpreted_ones_by():
+    """torch <= 2.11's wrap_triton refuses the InterpretedFunction that triton.jit gives under TRITON_INTERPRET=1
+    with Triton <= 3.6; such a kernel launches as it is."""
+    triton = pytest.importorskip("triton")
+
+    class NotAJITFunction:  # what triton 3.6's interpreter returns: a KernelInterface, not a JITFunction
+        pass
+
+    kernel = NotAJITFunction()
+    assert traceable(kernel) is kernel
+
+    @triton.jit
+    def _k(x_ptr):
+        pass
+
+    if isinstance(_k, triton.runtime.JITFunction):
+        assert traceable(_k) is not _k  # the traceable wrapper torch.compile sees
 
 
 def test_guard_selects_the_tensors_cuda_device():
