@@ -75,8 +75,8 @@ def launch_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, xyxy: bool, 
         return
     grid = (n * triton.cdiv(m, BLOCK_M),)
     with launch_on("launch_pairwise_iou", boxes1=boxes1, boxes2=boxes2, out=out):
-        traceable(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, ACC=iou_acc(boxes1.dtype), GPU=GPU_MATH,
-                                              BLOCK=BLOCK_M)
+        traceable(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, ACC=iou_acc(boxes1.dtype),
+                                              GPU=GPU_MATH, BLOCK=BLOCK_M)
 
 
 @triton_op("yolox_fast::pairwise_iou_triton", mutates_args=())

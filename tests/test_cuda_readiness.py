@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from tests.test_ops_postprocess import make_prediction
-from yolox_fast.ops import _extension
-from yolox_fast.ops import batched_nms, nms, postprocess, postprocess_padded, reference
+from yolox_fast.ops import _extension, batched_nms, nms, postprocess, postprocess_padded, reference
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.postprocess import _postprocess_image_spec
 

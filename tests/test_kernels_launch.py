@@ -9,7 +9,6 @@ import contextlib
 
 import pytest
 import torch
-
 from op_testing import LaunchRecorder
 
 from yolox_fast.kernels import _launch

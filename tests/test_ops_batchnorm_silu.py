@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from yolox_fast.ops import _extension
 from yolox_fast.models import build_yolox
 from yolox_fast.models.network_blocks import BaseConv
+from yolox_fast.ops import _extension
 from yolox_fast.ops.batchnorm_silu import batch_norm_silu, fused_batch_norm_silu_applies
 
 pytestmark = pytest.mark.skipif(

@@ -6,8 +6,7 @@ import pytest
 import torch
 from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device
 
-from yolox_fast.ops import _extension
-from yolox_fast.ops import backends, reference
+from yolox_fast.ops import _extension, backends, reference
 from yolox_fast.ops.iou import pairwise_iou
 
 OP = "pairwise_iou"

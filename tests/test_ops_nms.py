@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device
 
-from yolox_fast.ops import _extension
-from yolox_fast.ops import backends, batched_nms, nms, reference
+from yolox_fast.ops import _extension, backends, batched_nms, nms, reference
 
 try:
     import torchvision

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device, to_cpu
 
-from yolox_fast.ops import _extension
-from yolox_fast.ops import anchor_grid_for_input, backends, padded_to_list, postprocess, postprocess_padded, reference
+from yolox_fast.ops import (
+    _extension,
+    anchor_grid_for_input,
+    backends,
+    padded_to_list,
+    postprocess,
+    postprocess_padded,
+    reference,
+)
 from yolox_fast.ops.postprocess import _postprocess_image_spec
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -455,7 +461,8 @@ def test_yolox_nano_dog():
 
     # raw head output with the decode fused in, on every CPU backend
     for backend in ["cpu", "torch"] if _extension.extension_loaded() else ["torch"]:
-        (det_raw,) = run_postprocess(raw, 80, 0.3, 0.3, class_agnostic=True, grids=grids, strides=strides, backend=backend)
+        (det_raw,) = run_postprocess(raw, 80, 0.3, 0.3, class_agnostic=True, grids=grids, strides=strides,
+                                     backend=backend)
         assert det_raw.shape == det.shape
         torch.testing.assert_close(det_raw, det, rtol=1e-5, atol=1e-4)  # model's own decode vs the fused one
 
