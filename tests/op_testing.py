@@ -85,6 +85,14 @@ triton_only = [pytest.mark.triton,
                                                                      "(its own process: pytest tests -m triton)")]
 
 
+def big_case(backend: str, small_version: str = "") -> None:
+    """Skip a case of realistic size for the Triton interpreter, which takes minutes over it (one Python
+    call per program); it runs natively on a GPU. ``small_version``: where the interpreter runs it small."""
+    if backend == "triton" and INTERPRET:
+        where = f"; small version in {small_version}" if small_version else ""
+        pytest.skip(f"too big for the Triton interpreter (runs natively on a GPU{where})")
+
+
 def on_device(value, backend: str):
     """``value`` (a tensor, a tuple / list / NamedTuple of them, or None) on ``backend``'s device."""
     device = backend_device(backend)

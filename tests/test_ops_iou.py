@@ -4,7 +4,7 @@ dispatcher checks. Backends and devices: tests/op_testing.py (Triton: natively o
 
 import pytest
 import torch
-from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device
+from op_testing import INTERPRET, backend_params, big_case, needs_cuda, needs_ext, on_device
 
 from yolox_fast.ops import _extension, backends, reference
 from yolox_fast.ops.iou import pairwise_iou
@@ -59,6 +59,8 @@ SHAPES = [(0, 5), (5, 0), (0, 3), (3, 0), (1, 1), (9, 300), (7, 300), (120, 2000
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n,m", SHAPES)
 def test_matches_reference_exactly(backend, fmt, n, m):
+    if n * m > 10_000:
+        big_case(backend)
     g = torch.Generator().manual_seed(n * 1000 + m)
     got = assert_matches_reference(backend, random_boxes(n, fmt, g), random_boxes(m, fmt, g), fmt)
     assert got.shape == (n, m)
@@ -72,6 +74,7 @@ def test_edge_cases(backend, fmt):
     assert not torch.isnan(got).any(), "two empty boxes must give IoU 0, not NaN"
     assert got[2, 3] == 1.0 and got[3, 4] == 0.0 and got[0, 0] == 0.0
     # many rows against the edge boxes (the CUDA op strides its rows over the grid)
+    big_case(backend)
     g = torch.Generator().manual_seed(4)
     assert_matches_reference(backend, torch.cat([random_boxes(100, fmt, g), boxes]), random_boxes(3000, fmt, g), fmt)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device
+from op_testing import backend_params, big_case, needs_cuda, needs_ext, on_device
 
 from yolox_fast.ops import _extension, backends, batched_nms, nms, reference
 
@@ -26,12 +26,6 @@ OP = "batched_nms"
 ALL_BACKENDS = backend_params(OP)
 #: the fast ones, for cases too big for the reference's Python loop and for the Triton interpreter
 FAST_BACKENDS = backend_params(OP, ("cpu", "torch", "cuda", "triton"))
-
-
-def big_case(backend: str) -> None:
-    """Skip a case too big for the Triton interpreter (it runs on a GPU)."""
-    if backend == "triton" and INTERPRET:
-        pytest.skip("too big for the Triton interpreter (runs natively on a GPU)")
 
 
 def run_nms(boxes, scores, thr, backend):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import op_testing
 import pytest
 import torch
 from op_testing import INTERPRET, backend_params, needs_cuda, needs_ext, on_device, to_cpu
@@ -51,12 +52,9 @@ def run_postprocess_padded(prediction, *args, backend=None, **kw):
 
 
 def big_case(backend):
-    """Skip a case of realistic size (a 320 x 320 input, 80 classes) in the Triton interpreter, which takes
-    minutes over it: it runs natively on a GPU; the interpreter runs the same checks at a small size in
-    tests/test_kernels_postprocess.py."""
-    if backend == "triton" and INTERPRET:
-        pytest.skip("too big for the Triton interpreter (runs natively on a GPU; small version in "
-                    "tests/test_kernels_postprocess.py)")
+    """A 320 x 320 input with 80 classes: natively on a GPU only (the interpreter runs the same checks at a
+    small size in tests/test_kernels_postprocess.py)."""
+    op_testing.big_case(backend, "tests/test_kernels_postprocess.py")
 
 
 def no_bf16_in_interpreter(backend, dtype):
@@ -150,6 +148,7 @@ def test_non_contiguous_and_extra_columns(backend):
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_empty_inputs(backend):
+    big_case(backend)
     assert run_postprocess(torch.zeros(2, 0, 85), 80, backend=backend) == [None, None]
     assert run_postprocess(torch.zeros(0, 10, 85), 80, backend=backend) == []
     pred = make_prediction(batch=2, seed=4)
@@ -381,15 +380,15 @@ def test_padded_form(backend):
 def test_bad_arguments():
     pred = make_prediction(batch=1, size=64)
     with pytest.raises(ValueError, match="prediction must be"):
-        run_postprocess(pred, 90)
+        postprocess(pred, 90)
     with pytest.raises(ValueError, match="grids"):
-        run_postprocess(pred, 80, grids=torch.zeros(3, 2), strides=torch.zeros(3))
+        postprocess(pred, 80, grids=torch.zeros(3, 2), strides=torch.zeros(3))
     with pytest.raises(ValueError, match="both"):
-        run_postprocess(pred, 80, grids=torch.zeros(3, 2))
+        postprocess(pred, 80, grids=torch.zeros(3, 2))
     with pytest.raises(ValueError, match="max_det"):
-        run_postprocess_padded(pred, 80, max_det=0)
+        postprocess_padded(pred, 80, max_det=0)
     with pytest.raises(RuntimeError, match="not available"):
-        run_postprocess(pred, 80, backend="cuda")
+        postprocess(pred, 80, backend="cuda")
 
 
 def test_backend_choice(monkeypatch):
@@ -398,7 +397,7 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("YOLOX_FAST_BACKEND", "torch")
     assert backends.choose("postprocess", "cpu")[0] == "torch"
     pred = make_prediction(batch=1, size=64, num_classes=4, hot=5)
-    assert_same_detections(run_postprocess(pred, 4, 0.05), reference.postprocess(pred, 4, 0.05))
+    assert_same_detections(postprocess(pred, 4, 0.05), reference.postprocess(pred, 4, 0.05))
 
 
 # --------------------------------------------------------------------------------------------------
