@@ -5,5 +5,5 @@ and arguments), entered from PyTorch through ``torch.library.triton_op`` + ``wra
 ``torch.compile`` can trace them. Kernels run on CUDA GPUs, and on the CPU under
 ``TRITON_INTERPRET=1`` (tests only). ``_launch`` holds what every launcher shares (the device guard,
 the no-FMA option of bit-exact kernels); ``compile_specs`` compiles every kernel for sm_90 without a
-GPU with the launchers' configurations and checks the generated code (tests/test_sm90_compile.py).
+GPU with the launchers' configurations and checks the generated code (tests/infrastructure/test_sm90_compile.py).
 """

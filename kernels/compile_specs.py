@@ -7,13 +7,16 @@ that the GPU code rounds differently. This module compiles each kernel for sm_90
 launchers use, and checks:
 
 * every ``@triton.jit`` kernel of the package is in :data:`SPECS` and every helper is reached from one;
-* bit-exact kernels: no approximate division in the PTX (``div.full``, ``div.approx``) and no FMA
-  contraction (no more ``fma`` instructions than the explicit ones libdevice brings in, in the LLVM IR);
+* bit-exact kernels, compiled with Triton's default options (FP fusion on: what torch.compile's Inductor
+  launches, and what the launchers launch): no approximate division in the PTX (``div.full``,
+  ``div.approx``), no FMA contraction by LLVM (no more ``fma`` instructions than the explicit ones libdevice
+  brings in, in the LLVM IR) and none left to ptxas (no plain ``mul`` whose result a plain ``add`` / ``sub``
+  takes: kernels/_math.py's ``mul_rn`` makes such products explicit);
 * 64-bit offsets where 32-bit index products overflow (the first ``tt.addptr`` off a listed pointer);
 * resource use per kernel (registers, local memory = spills, shared memory) from the cubin.
 
 Run ``python -m yolox_fast.kernels.compile_specs [--json FILE]`` (not under ``TRITON_INTERPRET=1``) for the
-table; tests/test_sm90_compile.py runs the same in a subprocess.
+table; tests/infrastructure/test_sm90_compile.py runs the same in a subprocess.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ from dataclasses import dataclass, field
 import triton
 import triton.language as tl
 
-from . import iou, nms, simota
-from ._launch import NO_FP_FUSION
+from . import iou, nms, postprocess, simota
 
 TARGET_ARCH = 90
-#: the package's kernel modules, all searched for @triton.jit functions
-MODULES = ("iou", "nms", "simota")
+#: the package's kernel modules (one per op, as csrc/cpu and csrc/cuda), all searched for @triton.jit functions
+MODULES = ("iou", "nms", "postprocess", "simota")
+#: compile options of every launch: Triton's defaults (FP fusion on), as eager launches and Inductor use
+LAUNCH_OPTIONS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ def _iou_specs():
             p = "*" + _dt(dtype)
             acc = tl.float64 if dtype == "float64" else tl.float32
             yield Spec(f"iou {dtype} {'xyxy' if xyxy else 'cxcywh'}", iou._pairwise_iou_kernel,
-                       dict(b1_ptr=p, b2_ptr=p, out_ptr=p, M="i32"), dict(XYXY=xyxy, ACC=acc, BLOCK=iou.BLOCK_M),
-                       NO_FP_FUSION, exact=True, int64_ptrs=("out_ptr",))
+                       dict(b1_ptr=p, b2_ptr=p, out_ptr=p, M="i32"),
+                       dict(XYXY=xyxy, ACC=acc, GPU=True, BLOCK=iou.BLOCK_M), LAUNCH_OPTIONS, exact=True,
+                       int64_ptrs=("out_ptr",))
 
 
 def _simota_specs():
@@ -75,13 +80,13 @@ def _simota_specs():
         yield Spec(f"simota candidates center_only={center_only}", simota._simota_candidates_kernel,
                    dict(grids_ptr=f, strides_ptr=f, gt_ptr=f, gt_mask_ptr="*i8", cand_ptr="*i8", A=i32, G=i32,
                         radius_scale="fp32"),
-                   dict(CENTER_ONLY=center_only, GPU=True, BLOCK=simota.BLOCK_CAND), NO_FP_FUSION, exact=True)
+                   dict(CENTER_ONLY=center_only, GPU=True, BLOCK=simota.BLOCK_CAND), LAUNCH_OPTIONS, exact=True)
     for cls_dtype in ("float32", "float16", "bfloat16"):
         c = "*" + _dt(cls_dtype)
         yield Spec(f"simota bce_sum cls={cls_dtype}", simota._simota_bce_sum_kernel,
                    dict(cls_ptr=c, stride_b=i32, stride_a=i32, stride_c=i32, obj_ptr=f, cand_ptr="*i8", s_ptr=f,
                         A=i32, C=i32),
-                   dict(GPU=True, BLOCK_A=simota.BLOCK_S_A, BLOCK_C=simota.BLOCK_S_C), NO_FP_FUSION, exact=True,
+                   dict(GPU=True, BLOCK_A=simota.BLOCK_S_A, BLOCK_C=simota.BLOCK_S_C), LAUNCH_OPTIONS, exact=True,
                    int64_ptrs=("cls_ptr",))
         for center_only in (False, True) if cls_dtype == "float32" else (False,):
             common = dict(pred_ptr=f, cls_ptr=c, stride_b=i32, stride_a=i32, stride_c=i32, obj_ptr=f, grids_ptr=f,
@@ -90,11 +95,11 @@ def _simota_specs():
             yield Spec(f"simota select cls={cls_dtype} center_only={center_only}", simota._simota_select_kernel,
                        dict(**common, cand_ptr="*i8", s_ptr=f, count_ptr="*i32", owner_ptr="*i32", **scalars),
                        dict(CENTER_ONLY=center_only, GPU=True, BLOCK=simota.BLOCK_SCAN, SLOTS=simota.SLOTS),
-                       NO_FP_FUSION, exact=True, int64_ptrs=("cls_ptr",))
+                       LAUNCH_OPTIONS, exact=True, int64_ptrs=("cls_ptr",))
             yield Spec(f"simota resolve cls={cls_dtype} center_only={center_only}", simota._simota_resolve_kernel,
                        dict(**common, s_ptr=f, count_ptr="*i32", owner_ptr="*i32", fg_ptr="*i1", matched_ptr="*i64",
                             miou_ptr=f, **scalars),
-                       dict(CENTER_ONLY=center_only, GPU=True, BLOCK=simota.BLOCK_CAND), NO_FP_FUSION, exact=True,
+                       dict(CENTER_ONLY=center_only, GPU=True, BLOCK=simota.BLOCK_CAND), LAUNCH_OPTIONS, exact=True,
                        int64_ptrs=("cls_ptr",))
 
 
@@ -110,32 +115,33 @@ _POSTPROCESS_VARIANTS = [
 
 def _postprocess_specs(num_classes: int = 80):
     f, i32 = "*fp32", "i32"
-    block_r, block_c = nms.score_blocks(num_classes)
+    block_r, block_c = postprocess.score_blocks(num_classes)
     for dtype, raw, multi, agnostic in _POSTPROCESS_VARIANTS:
         p = "*" + _dt(dtype)
         acc = tl.float64 if dtype == "float64" else tl.float32
         tag = f"{dtype} raw={raw} multi={multi} agnostic={agnostic}"
-        flags = dict(RAW=raw, MULTI=multi, AGNOSTIC=agnostic, ACC=acc)
+        flags = dict(RAW=raw, MULTI=multi, AGNOSTIC=agnostic, ACC=acc, GPU=True)
         # conf_bits: int64 (do_not_specialize keeps it a runtime argument for any value)
-        yield Spec(f"postprocess score {tag}", nms._score_kernel,
+        yield Spec(f"postprocess score {tag}", postprocess._score_kernel,
                    dict(pred_ptr=p, conf_bits="i64", keys_ptr="*i64", label_ptr="*i32", A=i32, S=i32, C=i32, L=i32),
-                   dict(**flags, BLOCK_R=block_r, BLOCK_C=block_c), NO_FP_FUSION, exact=not raw,
+                   dict(**flags, BLOCK_R=block_r, BLOCK_C=block_c), LAUNCH_OPTIONS, exact=True,
                    int64_ptrs=("pred_ptr", "keys_ptr"))
-        yield Spec(f"postprocess gather {tag}", nms._gather_kernel,
+        yield Spec(f"postprocess gather {tag}", postprocess._gather_kernel,
                    dict(pred_ptr=p, grids_ptr=f, strides_ptr=f, order_ptr="*i32", label_ptr="*i32", n_ptr="*i64",
                         boxes_ptr=f, cls_ptr="*i64", anchor_ptr="*i32", A=i32, S=i32, C=i32, L=i32, cap=i32),
-                   dict(**flags, BLOCK=nms.GATHER_BLOCK), NO_FP_FUSION, exact=not raw,
+                   dict(**flags, BLOCK=postprocess.GATHER_BLOCK), LAUNCH_OPTIONS, exact=True,
                    int64_ptrs=("pred_ptr", "order_ptr", "boxes_ptr"))
         if not multi and not agnostic:
-            yield Spec(f"postprocess rows {dtype} raw={raw}", nms._rows_kernel,
+            yield Spec(f"postprocess rows {dtype} raw={raw}", postprocess._rows_kernel,
                        dict(pred_ptr=p, grids_ptr=f, strides_ptr=f, keep_ptr="*i32", count_ptr="*i64", cls_ptr="*i64",
                             anchor_ptr="*i32", out_ptr=p, A=i32, S=i32, cap=i32, limit=i32, M=i32),
-                       dict(RAW=raw, ACC=acc, BLOCK=nms.ROWS_BLOCK), NO_FP_FUSION, exact=not raw,
+                       dict(RAW=raw, ACC=acc, GPU=True, BLOCK=postprocess.ROWS_BLOCK), LAUNCH_OPTIONS, exact=True,
                        int64_ptrs=("pred_ptr", "out_ptr"))
     for has_cls in (True, False):
         yield Spec(f"nms mask has_cls={has_cls}", nms._nms_mask_kernel,
-                   dict(boxes_ptr=f, cls_ptr="*i64", n_ptr="*i64", mask_ptr="*i64", cap=i32, words=i32, thr="fp32"),
-                   dict(HAS_CLS=has_cls, TILE_=nms.TILE), NO_FP_FUSION, exact=True,
+                   dict(boxes_ptr=f, cls_ptr="*i64", n_ptr="*i64", mask_ptr="*i64", cap=i32, words=i32, programs=i32,
+                        thr="fp32"),
+                   dict(HAS_CLS=has_cls, TILE_=nms.TILE, GPU=True), LAUNCH_OPTIONS, exact=True,
                    int64_ptrs=("boxes_ptr", "mask_ptr"))
     # BLOCK_W = next power of 2 of the mask words: 2 for max_det-sized problems, 256 for A = 8400 candidates
     for cap in (100, 8400):
@@ -192,7 +198,19 @@ def uncovered(spec_list: list[Spec]) -> list[str]:
 
 APPROX_DIV = re.compile(r"\b(div\.full\.f32|div\.approx\.\w+|div\.approx\.ftz\.\w+)")
 PTX_FMA = re.compile(r"\bfma\.rn(\.ftz)?\.f(32|64)\b")
+#: a product or a sum / difference without a rounding modifier: ptxas may fuse the pair into an FMA (--fmad=true)
+PTX_PLAIN_MUL = re.compile(r"^\s*mul(?:\.ftz)?\.f(?:32|64)\s+(%\w+),", re.M)
+PTX_PLAIN_ADD = re.compile(r"^\s*(?:add|sub)(?:\.ftz)?\.f(?:32|64)\s+%\w+,\s*([^;]+);", re.M)
 LLIR_EXPLICIT_FMA = re.compile(r"call [^@\n]*@(llvm\.fma\.f(32|64)|llvm\.nvvm\.fma\.rn\.\w+|__nv_fmaf?)\(")
+
+
+def fusable_pairs(ptx: str) -> list[str]:
+    """Registers that a plain ``mul`` writes and a plain ``add`` / ``sub`` reads: what ptxas may contract."""
+    products = set(PTX_PLAIN_MUL.findall(ptx))
+    found = []
+    for operands in PTX_PLAIN_ADD.findall(ptx):
+        found += [r for r in re.findall(r"%\w+", operands) if r in products]
+    return sorted(set(found))
 
 
 def compile_spec(spec: Spec, arch: int = TARGET_ARCH):
@@ -259,6 +277,9 @@ def check_spec(spec: Spec, arch: int = TARGET_ARCH) -> dict:
         fma, explicit = len(PTX_FMA.findall(ptx)), len(LLIR_EXPLICIT_FMA.findall(llir))
         if fma > explicit:
             problems.append(f"FMA contraction: {fma} fma in the PTX, {explicit} explicit in the LLVM IR")
+        pairs = fusable_pairs(ptx)
+        if pairs:
+            problems.append(f"products that ptxas may fuse into the sum they feed: {pairs[:5]}")
     for arg in spec.int64_ptrs:
         narrow = [t for t in _first_offset_types(ttir, arg) if not re.search(r"i64>?$", t)]
         if narrow:

@@ -5,38 +5,32 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from ._launch import NO_FP_FUSION, device_guard
+from ._launch import launch_on, traceable
+from ._math import GPU_MATH, div_rn, half, mul_rn
 
 BLOCK_M = 128
 
 
 @triton.jit
-def _div(a, b, ACC: tl.constexpr):
-    # IEEE round-to-nearest division, as PyTorch's `/` (a plain float32 `/` lowers to div.full.f32, ~2 ulp)
-    if ACC == tl.float64:
-        return a / b  # float64 division is always IEEE (div_rn is float32-only)
-    else:
-        return tl.math.div_rn(a, b)
-
-
-@triton.jit
-def _corners(p0, p1, p2, p3, XYXY: tl.constexpr, ACC: tl.constexpr):
-    # Same operations as yolox_fast/ops/reference.py, so results agree bit for bit (launched without FP fusion).
+def _corners(p0, p1, p2, p3, XYXY: tl.constexpr, GPU: tl.constexpr):
+    # Same operations as yolox_fast/ops/reference.py, so results agree bit for bit (products that feed an
+    # addition are explicit: never contracted into an FMA, see _math.py).
     if XYXY:
         x1, y1, x2, y2 = p0, p1, p2, p3
-        area = (p2 - p0) * (p3 - p1)
+        area = mul_rn(p2 - p0, p3 - p1, GPU)
     else:
-        hw = p2 * 0.5  # x / 2 is exact, so x * 0.5 is the same number, without a division instruction
-        hh = p3 * 0.5
+        hw = half(p2, GPU)  # x / 2 is exact, so x * 0.5 is the same number, without a division instruction
+        hh = half(p3, GPU)
         x1, y1, x2, y2 = p0 - hw, p1 - hh, p0 + hw, p1 + hh
-        area = p2 * p3
+        area = mul_rn(p2, p3, GPU)
     return x1, y1, x2, y2, area
 
 
 @triton.jit
-def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, ACC: tl.constexpr, GPU: tl.constexpr,
+                         BLOCK: tl.constexpr):
     # 1-D grid (grid axes 1 and 2 stop at 65535); offsets in int64: N * M reaches 2^31 at N = 256, M = 8.4M.
     blocks = tl.cdiv(M, BLOCK)
     pid = tl.program_id(0)
@@ -48,23 +42,23 @@ def _pairwise_iou_kernel(b1_ptr, b2_ptr, out_ptr, M, XYXY: tl.constexpr, ACC: tl
         tl.load(b1_ptr + 4 * i + 1).to(ACC),
         tl.load(b1_ptr + 4 * i + 2).to(ACC),
         tl.load(b1_ptr + 4 * i + 3).to(ACC),
-        XYXY, ACC,
+        XYXY, GPU,
     )
     bx1, by1, bx2, by2, area_b = _corners(
         tl.load(b2_ptr + 4 * offs, mask=valid, other=0.0).to(ACC),
         tl.load(b2_ptr + 4 * offs + 1, mask=valid, other=0.0).to(ACC),
         tl.load(b2_ptr + 4 * offs + 2, mask=valid, other=0.0).to(ACC),
         tl.load(b2_ptr + 4 * offs + 3, mask=valid, other=0.0).to(ACC),
-        XYXY, ACC,
+        XYXY, GPU,
     )
     tlx = tl.maximum(ax1, bx1)
     tly = tl.maximum(ay1, by1)
     brx = tl.minimum(ax2, bx2)
     bry = tl.minimum(ay2, by2)
     overlap = (tlx < brx) & (tly < bry)
-    inter = tl.where(overlap, (brx - tlx) * (bry - tly), 0.0)
+    inter = tl.where(overlap, mul_rn(brx - tlx, bry - tly, GPU), 0.0)
     union = area_a + area_b - inter
-    iou = tl.where(union > 0, _div(inter, tl.where(union > 0, union, 1.0), ACC), 0.0)
+    iou = tl.where(union > 0, div_rn(inter, tl.where(union > 0, union, 1.0)), 0.0)
     tl.store(out_ptr + i * M + offs, iou.to(out_ptr.dtype.element_ty), mask=valid)
 
 
@@ -80,9 +74,9 @@ def launch_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, xyxy: bool, 
     if n == 0 or m == 0:
         return
     grid = (n * triton.cdiv(m, BLOCK_M),)
-    with device_guard(boxes1.device):
-        wrap_triton(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, ACC=iou_acc(boxes1.dtype),
-                                                BLOCK=BLOCK_M, **NO_FP_FUSION)
+    with launch_on("launch_pairwise_iou", boxes1=boxes1, boxes2=boxes2, out=out):
+        traceable(_pairwise_iou_kernel)[grid](boxes1, boxes2, out, m, XYXY=xyxy, ACC=iou_acc(boxes1.dtype),
+                                              GPU=GPU_MATH, BLOCK=BLOCK_M)
 
 
 @triton_op("yolox_fast::pairwise_iou_triton", mutates_args=())

@@ -13,30 +13,20 @@ Four kernels, all launched with fixed grids (no host sync, fixed-size outputs):
    of lowest cost over ALL real GTs (lowest GT index on ties); writes fg_mask, matched_gt, matched_iou.
 
 Exactness: the candidate tests and IoUs repeat the reference's float32 operations; products that
-feed an addition go through ``mul_rn`` (never contracted into an FMA) and divisions / square roots are
-IEEE (``div_rn``, ``sqrt_rn``), so the same anchors pass and IoUs agree bit for bit with the reference.
-Transcendentals use libdevice on the GPU; under ``TRITON_INTERPRET=1`` (CPU tests) libdevice is not
-available and numpy's exp / log (and log1p from log) stand in.
+feed an addition go through ``mul_rn`` (never contracted into an FMA, whatever the launch options: eager
+and torch.compile run the same code) and divisions / square roots are IEEE (``div_rn``, ``sqrt_rn``), so
+the same anchors pass and IoUs agree bit for bit with the reference. The shared math is in ``_math.py``.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from ._launch import NO_FP_FUSION, device_guard
-
-try:
-    from triton.language.extra import libdevice
-except ImportError:  # older triton
-    libdevice = None
-
-#: libdevice math on a GPU; plain tl math (numpy) in the interpreter, which has no libdevice.
-GPU_MATH = os.environ.get("TRITON_INTERPRET") != "1" and libdevice is not None
+from ._launch import launch_on, traceable
+from ._math import GPU_MATH, half, log, log1p, mul_rn, sigmoid
 
 BLOCK_CAND = 256  # anchors per program, kernels 1 and 4
 BLOCK_S_A = 32  # anchors x classes per tile, kernel 2
@@ -54,47 +44,6 @@ INT_MAX = tl.constexpr(2**31 - 1)
 
 
 @triton.jit
-def _mul(a, b, GPU: tl.constexpr):
-    # a * b rounded on its own: the reference never fuses a product into the following add.
-    if GPU:
-        return libdevice.mul_rn(a, b)
-    else:
-        return a * b
-
-
-@triton.jit
-def _exp(x, GPU: tl.constexpr):
-    if GPU:
-        return libdevice.exp(x)
-    else:
-        return tl.exp(x)
-
-
-@triton.jit
-def _log(x, GPU: tl.constexpr):
-    if GPU:
-        return libdevice.log(x)
-    else:
-        return tl.log(x)
-
-
-@triton.jit
-def _log1p(x, GPU: tl.constexpr):
-    if GPU:
-        return libdevice.log1p(x)
-    else:
-        # log1p from log (the interpreter has no log1p): u = 1 + x, log(u) * x / (u - 1).
-        u = 1.0 + x
-        return tl.where(u == 1.0, x, tl.log(u) * tl.math.div_rn(x, tl.where(u == 1.0, 1.0, u - 1.0)))
-
-
-@triton.jit
-def _sigmoid(x, GPU: tl.constexpr):
-    # PyTorch's 1 / (1 + exp(-x)), with an IEEE division
-    return tl.math.div_rn(tl.zeros_like(x) + 1.0, 1.0 + _exp(-x, GPU))
-
-
-@triton.jit
 def _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU: tl.constexpr):
     # box_iou of csrc/common/box_math.h: max/min as ternaries, strict overlap, union 0 -> 0
     tlx = tl.where(gx1 > px1, gx1, px1)
@@ -102,19 +51,26 @@ def _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU: tl.constexpr
     brx = tl.where(gx2 < px2, gx2, px2)
     bry = tl.where(gy2 < py2, gy2, py2)
     overlap = (tlx < brx) & (tly < bry)
-    inter = tl.where(overlap, _mul(brx - tlx, bry - tly, GPU), 0.0)
+    inter = tl.where(overlap, mul_rn(brx - tlx, bry - tly, GPU), 0.0)
     uni = (garea + parea) - inter
     return tl.where(uni > 0.0, tl.math.div_rn(inter, tl.where(uni > 0.0, uni, 1.0)), 0.0)
 
 
 @triton.jit
 def _pred_corners(pred_ptr, base, offs, valid, GPU: tl.constexpr):
-    # cx - w / 2 (exact halving, so w * 0.5 is the same number), area = w * h
     cx = tl.load(pred_ptr + base + 4 * offs, mask=valid, other=0.0)
     cy = tl.load(pred_ptr + base + 4 * offs + 1, mask=valid, other=0.0)
     w = tl.load(pred_ptr + base + 4 * offs + 2, mask=valid, other=0.0)
     h = tl.load(pred_ptr + base + 4 * offs + 3, mask=valid, other=0.0)
-    return cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5, _mul(w, h, GPU)
+    return _box_corners(cx, cy, w, h, GPU)
+
+
+@triton.jit
+def _box_corners(cx, cy, w, h, GPU: tl.constexpr):
+    # cx - w / 2 (exact halving: w * 0.5 is the same number), area = w * h
+    hw = half(w, GPU)
+    hh = half(h, GPU)
+    return cx - hw, cy - hh, cx + hw, cy + hh, mul_rn(w, h, GPU)
 
 
 @triton.jit
@@ -122,7 +78,8 @@ def _anchors(grids_ptr, strides_ptr, offs, valid, radius_scale, GPU: tl.constexp
     gx = tl.load(grids_ptr + 2 * offs, mask=valid, other=0.0)
     gy = tl.load(grids_ptr + 2 * offs + 1, mask=valid, other=0.0)
     st = tl.load(strides_ptr + offs, mask=valid, other=0.0)
-    return (gx + 0.5) * st, (gy + 0.5) * st, _mul(st, tl.zeros_like(st) + radius_scale, GPU)
+    # the centres feed subtractions (the geometry tests): explicit products
+    return mul_rn(gx + 0.5, st, GPU), mul_rn(gy + 0.5, st, GPU), mul_rn(st, tl.zeros_like(st) + radius_scale, GPU)
 
 
 @triton.jit
@@ -131,29 +88,29 @@ def _in_center(x, y, r, cx, cy):
 
 
 @triton.jit
-def _in_box(x, y, cx, cy, w, h):
-    hw = 0.5 * w
-    hh = 0.5 * h
+def _in_box(x, y, cx, cy, w, h, GPU: tl.constexpr):
+    hw = half(w, GPU)
+    hh = half(h, GPU)
     return (x - (cx - hw) > 0.0) & (y - (cy - hh) > 0.0) & ((cx + hw) - x > 0.0) & ((cy + hh) - y > 0.0)
 
 
 @triton.jit
-def _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY: tl.constexpr):
+def _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY: tl.constexpr, GPU: tl.constexpr):
     if CENTER_ONLY:
         return _in_center(x, y, r, cx, cy)
     else:
-        return _in_center(x, y, r, cx, cy) & _in_box(x, y, cx, cy, w, h)
+        return _in_center(x, y, r, cx, cy) & _in_box(x, y, cx, cy, w, h, GPU)
 
 
 @triton.jit
 def _pair_cost(s, logit, so, iou, geo, penalty, GPU: tl.constexpr):
     # ((S - L1(p)) + Lp(p)) + 3 * -log(iou + 1e-8) + penalty * !geo,  p = sqrt(sigmoid(logit) * so)
-    p = tl.sqrt_rn(_sigmoid(logit, GPU) * so)
-    l1 = -tl.maximum(_log1p(-p, GPU), -100.0)
-    lp = -tl.maximum(_log(p, GPU), -100.0)
+    p = tl.sqrt_rn(sigmoid(logit, GPU) * so)
+    l1 = -tl.maximum(log1p(-p, GPU), -100.0)
+    lp = -tl.maximum(log(p, GPU), -100.0)
     cls = (s - l1) + lp
-    ic = _mul(tl.zeros_like(iou) + 3.0, -_log(iou + 1e-8, GPU), GPU)
-    return (cls + ic) + penalty * tl.where(geo, 0.0, 1.0)
+    ic = mul_rn(tl.zeros_like(iou) + 3.0, -log(iou + 1e-8, GPU), GPU)
+    return (cls + ic) + tl.where(geo, 0.0, penalty)  # penalty * !geo, with no product to contract
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,7 +126,9 @@ def _simota_candidates_kernel(grids_ptr, strides_ptr, gt_ptr, gt_mask_ptr, cand_
     valid = offs < A
     x, y, r = _anchors(grids_ptr, strides_ptr, offs, valid, radius_scale, GPU)
     cand = tl.zeros([BLOCK], dtype=tl.int32)
-    for g in range(G):
+    # while, not `for g in range(G)`: Triton 3.6's interpreter cannot take a tensor as a range bound (NumPy 2)
+    g = tl.full([], 0, tl.int32)
+    while g < G:
         real = tl.load(gt_mask_ptr + b * G + g) != 0
         cx = tl.load(gt_ptr + (b * G + g) * 4)
         cy = tl.load(gt_ptr + (b * G + g) * 4 + 1)
@@ -177,8 +136,9 @@ def _simota_candidates_kernel(grids_ptr, strides_ptr, gt_ptr, gt_mask_ptr, cand_
         h = tl.load(gt_ptr + (b * G + g) * 4 + 3)
         hit = _in_center(x, y, r, cx, cy)
         if not CENTER_ONLY:
-            hit = hit | _in_box(x, y, cx, cy, w, h)
+            hit = hit | _in_box(x, y, cx, cy, w, h, GPU)
         cand = cand | tl.where(real, hit.to(tl.int32), 0)
+        g += 1
     tl.store(cand_ptr + b * A + offs, cand.to(tl.int8), mask=valid)
 
 
@@ -190,16 +150,18 @@ def _simota_bce_sum_kernel(cls_ptr, stride_b, stride_a, stride_c, obj_ptr, cand_
     va = offs_a < A
     cand = tl.load(cand_ptr + b * A + offs_a, mask=va, other=0) != 0
     if tl.max(cand.to(tl.int32), 0) > 0:  # S is needed only for candidates
-        so = _sigmoid(tl.load(obj_ptr + b * A + offs_a, mask=va, other=0.0), GPU)
+        so = sigmoid(tl.load(obj_ptr + b * A + offs_a, mask=va, other=0.0), GPU)
         acc = tl.zeros([BLOCK_A], dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_C):
+        c0 = tl.full([], 0, tl.int32)
+        while c0 < C:  # (a while loop: see the candidates kernel)
             offs_c = c0 + tl.arange(0, BLOCK_C)
             m = cand[:, None] & (offs_c[None, :] < C)
             # int64 image offset: B * A * C reaches 2^31 at B = 16, A = 33600, C = 4000
             ptrs = cls_ptr + b.to(tl.int64) * stride_b + offs_a[:, None] * stride_a + offs_c[None, :] * stride_c
             logit = tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
-            p = tl.sqrt_rn(_sigmoid(logit, GPU) * so[:, None])
-            acc += tl.sum(tl.where(m, -tl.maximum(_log1p(-p, GPU), -100.0), 0.0), axis=1)
+            p = tl.sqrt_rn(sigmoid(logit, GPU) * so[:, None])
+            acc += tl.sum(tl.where(m, -tl.maximum(log1p(-p, GPU), -100.0), 0.0), axis=1)
+            c0 += BLOCK_C
         tl.store(s_ptr + b * A + offs_a, acc, mask=va)
 
 
@@ -216,11 +178,7 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
         w = tl.load(gt_ptr + pid * 4 + 2)
         h = tl.load(gt_ptr + pid * 4 + 3)
         cls_g = tl.load(gt_cls_ptr + pid)
-        gx1 = cx - w * 0.5
-        gy1 = cy - h * 0.5
-        gx2 = cx + w * 0.5
-        gy2 = cy + h * 0.5
-        garea = _mul(w, h, GPU)
+        gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
         slots = tl.arange(0, SLOTS)
         lanes = tl.arange(0, BLOCK)
         # the 10 largest candidate IoUs (descending; -1 = empty) ...
@@ -228,7 +186,8 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
         # ... and the 10 cheapest candidates by (cost, anchor index), ascending
         best_c = tl.full([SLOTS], float("inf"), dtype=tl.float32)
         best_i = tl.full([SLOTS], INT_MAX, dtype=tl.int32)
-        for a0 in range(0, A, BLOCK):
+        a0 = tl.full([], 0, tl.int32)
+        while a0 < A:  # (a while loop: see the candidates kernel)
             offs = a0 + lanes
             valid = offs < A
             cand = (tl.load(cand_ptr + b * A + offs, mask=valid, other=0) != 0) & valid
@@ -251,11 +210,11 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
                 top = new_top
 
             x, y, r = _anchors(grids_ptr, strides_ptr, offs, valid, radius_scale, GPU)
-            geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY)
+            geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY, GPU)
             s = tl.load(s_ptr + b * A + offs, mask=cand, other=0.0)
             logit = tl.load(cls_ptr + b.to(tl.int64) * stride_b + offs * stride_a + cls_g * stride_c, mask=cand,
                             other=0.0)
-            so = _sigmoid(tl.load(obj_ptr + b * A + offs, mask=cand, other=0.0), GPU)
+            so = sigmoid(tl.load(obj_ptr + b * A + offs, mask=cand, other=0.0), GPU)
             cost = _pair_cost(s, logit.to(tl.float32), so, iou, geo, penalty, GPU)
             cost = tl.where(cand, cost, float("inf"))
             idx = tl.where(cand, offs, INT_MAX)
@@ -281,6 +240,7 @@ def _simota_select_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_p
                     old_i = tl.where(hit_o, INT_MAX, old_i)
                 best_c = new_c
                 best_i = new_i
+            a0 += BLOCK
 
         # dynamic k = max(1, int(sum of the top IoUs, largest first, in float32))
         total = tl.sum(tl.where(slots == 0, tl.maximum(top, 0.0), 0.0), 0)
@@ -309,25 +269,27 @@ def _simota_resolve_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_
         # argmin over all real GTs of the cost, lowest GT index on ties (strict < in GT order)
         x, y, r = _anchors(grids_ptr, strides_ptr, offs, valid, radius_scale, GPU)
         s = tl.load(s_ptr + b * A + offs, mask=contested, other=0.0)
-        so = _sigmoid(tl.load(obj_ptr + b * A + offs, mask=contested, other=0.0), GPU)
+        so = sigmoid(tl.load(obj_ptr + b * A + offs, mask=contested, other=0.0), GPU)
         best = tl.full([BLOCK], float("inf"), dtype=tl.float32)
         best_g = owner
-        for g in range(G):
+        g = tl.full([], 0, tl.int32)
+        while g < G:  # (as in the candidates kernel: no tensor range bound)
             if tl.load(gt_mask_ptr + b * G + g) != 0:
                 cx = tl.load(gt_ptr + (b * G + g) * 4)
                 cy = tl.load(gt_ptr + (b * G + g) * 4 + 1)
                 w = tl.load(gt_ptr + (b * G + g) * 4 + 2)
                 h = tl.load(gt_ptr + (b * G + g) * 4 + 3)
                 cls_g = tl.load(gt_cls_ptr + b * G + g)
-                iou = _iou(cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5, _mul(w, h, GPU), px1, py1, px2, py2,
-                           parea, GPU)
-                geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY)
+                gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
+                iou = _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU)
+                geo = _geometry(x, y, r, cx, cy, w, h, CENTER_ONLY, GPU)
                 logit = tl.load(cls_ptr + b.to(tl.int64) * stride_b + offs * stride_a + cls_g * stride_c,
                                 mask=contested, other=0.0)
                 cost = _pair_cost(s, logit.to(tl.float32), so, iou, geo, penalty, GPU)
                 better = contested & (cost < best)
                 best = tl.where(better, cost, best)
                 best_g = tl.where(better, g, best_g)
+            g += 1
         owner = tl.where(contested, best_g, owner)
     og = tl.where(fg, owner, 0)
     gbase = (b * G + og) * 4
@@ -335,7 +297,8 @@ def _simota_resolve_kernel(pred_ptr, cls_ptr, stride_b, stride_a, stride_c, obj_
     cy = tl.load(gt_ptr + gbase + 1, mask=fg, other=0.0)
     w = tl.load(gt_ptr + gbase + 2, mask=fg, other=0.0)
     h = tl.load(gt_ptr + gbase + 3, mask=fg, other=0.0)
-    iou = _iou(cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5, _mul(w, h, GPU), px1, py1, px2, py2, parea, GPU)
+    gx1, gy1, gx2, gy2, garea = _box_corners(cx, cy, w, h, GPU)
+    iou = _iou(gx1, gy1, gx2, gy2, garea, px1, py1, px2, py2, parea, GPU)
     tl.store(fg_ptr + b * A + offs, fg, mask=valid)
     tl.store(matched_ptr + b * A + offs, tl.where(fg, owner, -1).to(tl.int64), mask=valid)
     tl.store(miou_ptr + b * A + offs, tl.where(fg, iou, 0.0), mask=valid)
@@ -362,18 +325,19 @@ def launch_simota(pred_boxes, cls_logits, obj_logits, grids, strides, gt_boxes, 
     takers = torch.zeros((b, a), dtype=torch.int32, device=device)
     owner = torch.full((b, a), -1, dtype=torch.int32, device=device)
     sb, sa, sc = cls_logits.stride()
-    common = dict(CENTER_ONLY=center_only, GPU=GPU_MATH, **NO_FP_FUSION)
-    with device_guard(device):
-        wrap_triton(_simota_candidates_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
+    common = dict(CENTER_ONLY=center_only, GPU=GPU_MATH)
+    with launch_on("launch_simota", pred_boxes=pred_boxes, cls_logits=cls_logits, obj_logits=obj_logits, grids=grids,
+                   strides=strides, gt_boxes=gt_boxes, gt_classes=gt_classes, gt_mask=gt_mask, fg=fg, matched=matched,
+                   miou=miou):
+        traceable(_simota_candidates_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
             grids, strides, gt_boxes, gt_mask, cand, a, g, center_radius, BLOCK=BLOCK_CAND, **common)
         if g > 0:
-            wrap_triton(_simota_bce_sum_kernel)[(b, triton.cdiv(a, BLOCK_S_A))](
-                cls_logits, sb, sa, sc, obj_logits, cand, s_u, a, c, GPU=GPU_MATH, BLOCK_A=BLOCK_S_A, BLOCK_C=BLOCK_S_C,
-                **NO_FP_FUSION)
-            wrap_triton(_simota_select_kernel)[(b * g,)](
+            traceable(_simota_bce_sum_kernel)[(b, triton.cdiv(a, BLOCK_S_A))](
+                cls_logits, sb, sa, sc, obj_logits, cand, s_u, a, c, GPU=GPU_MATH, BLOCK_A=BLOCK_S_A, BLOCK_C=BLOCK_S_C)
+            traceable(_simota_select_kernel)[(b * g,)](
                 pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, cand,
                 s_u, takers, owner, a, g, center_radius, penalty, BLOCK=BLOCK_SCAN, SLOTS=SLOTS, **common)
-        wrap_triton(_simota_resolve_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
+        traceable(_simota_resolve_kernel)[(b, triton.cdiv(a, BLOCK_CAND))](
             pred_boxes, cls_logits, sb, sa, sc, obj_logits, grids, strides, gt_boxes, gt_classes, gt_mask, s_u, takers,
             owner, fg, matched, miou, a, g, center_radius, penalty, BLOCK=BLOCK_CAND, **common)
 

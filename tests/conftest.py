@@ -110,3 +110,25 @@ def nano_int8_onnx(nano_weights, coco128_files, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert f"INT8 calibrated on {CALIB_COUNT} images" in proc.stdout
     return path
+
+
+@pytest.fixture(autouse=True)
+def triton_launches_on_the_claimed_device():
+    """Every Triton launch of a test runs on the device that the tests claim for Triton (op_testing.triton_device:
+    the GPU, or the CPU under TRITON_INTERPRET=1), all of a launch's tensors on one device (kernels/_launch.py
+    checks that): a test that hands a kernel tensors on another device fails here by name."""
+    try:
+        from yolox_fast.kernels import _launch
+    except ImportError:  # no triton: nothing launches
+        yield
+        return
+    from op_testing import LaunchRecorder, triton_device
+
+    recorder = LaunchRecorder()
+    _launch.launch_hooks.append(recorder)
+    try:
+        yield recorder
+    finally:
+        _launch.launch_hooks.remove(recorder)
+    off = recorder.off_device(triton_device())
+    assert not off, f"Triton launches off the test device {triton_device()}: {off}"

@@ -5,7 +5,7 @@ sm_90 builds with ptxas figures; these tests run them on a GPU, scripts/gpu_chec
 * nms / batched_nms sort one large segment with a device-wide radix sort (and postprocess with B = 1);
 * pairwise_iou takes any number of rows (rows strided over gridDim.y, capped at 65535).
 
-Without a GPU, tests/test_cuda_device_code.py checks the compiled device code for the same three fixes.
+Without a GPU, tests/infrastructure/test_cuda_device_code.py checks the compiled device code for the same three fixes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from tests.test_ops_postprocess import make_prediction
-from yolox_fast.ops import _extension
-from yolox_fast.ops import batched_nms, nms, postprocess, postprocess_padded, reference
+from yolox_fast.ops import _extension, batched_nms, nms, postprocess, postprocess_padded, reference
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.postprocess import _postprocess_image_spec
 
@@ -55,9 +54,13 @@ def test_nms_one_large_segment():
     scores = torch.rand(n, generator=g)
     scores[::10] = 0.5  # ties: kept in index order
     idxs = torch.randint(0, 80, (n,), generator=g)
-    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5, backend="cuda").cpu(), reference.nms(boxes, scores, 0.5))
+    # judged by the C++ op (held to the reference in tests/test_ops_nms.py): the Python reference takes minutes
+    # over 60,000 boxes, the GPU check has seconds
+    judge = "cpu" if _extension.extension_loaded() else "reference"
+    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5, backend="cuda").cpu(),
+                       nms(boxes, scores, 0.5, backend=judge))
     assert torch.equal(batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5, backend="cuda").cpu(),
-                       reference.batched_nms(boxes, scores, idxs, 0.5))
+                       batched_nms(boxes, scores, idxs, 0.5, backend=judge))
 
 
 def test_pairwise_iou_more_than_65535_rows():

@@ -12,7 +12,7 @@ Semantics are exactly those of ``nn.SiLU()(nn.BatchNorm2d(...)(x))`` in training
 over N, H, W, the biased variance for normalising and the unbiased one for ``running_var``, running
 statistics updated in place with ``momentum``, ``num_batches_tracked`` counted. Results agree with the
 modules within float32 rounding (the statistics are summed in double, so closer to the exact values than
-PyTorch's own float sums; ``tests/test_batchnorm_silu.py`` bounds both against float64).
+PyTorch's own float sums; ``tests/test_ops_batchnorm_silu.py`` bounds both against float64).
 
 Only float32 channels-last tensors on the CPU take the fused path (:func:`fused_batch_norm_silu_applies`);
 everything else (GPU, bf16 autocast, eval mode, contiguous layout) runs the two modules, whose cuDNN or

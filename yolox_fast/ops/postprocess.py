@@ -244,7 +244,7 @@ def _postprocess_ext(prediction, num_classes, conf_thre, nms_thre, class_agnosti
 @backends.register(OP, "triton", triton_unavailable)
 def _postprocess_triton(prediction, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, pre_nms_topk,
                         max_det, grids, strides):
-    from yolox_fast.kernels.nms import postprocess_triton
+    from yolox_fast.kernels.postprocess import postprocess_triton
 
     return postprocess_triton(prediction, num_classes, conf_thre, nms_thre, class_agnostic, multi_label,
                               pre_nms_topk, max_det, grids, strides)

@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 
 from yolox_fast.kernels import compile_specs  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sm90_compile
 
 
@@ -60,6 +60,10 @@ def test_checks_catch_what_they_look_for():
     assert compile_specs.APPROX_DIV.search("div.approx.ftz.f32 %f1, %f2, %f3;")
     assert not compile_specs.APPROX_DIV.search("div.rn.f32 %f1, %f2, %f3;")
     assert compile_specs.PTX_FMA.search("fma.rn.f32 %f4, %f1, %f2, %f3;")
+    # a plain product read by a plain sum: ptxas (--fmad=true, Inductor's launch) may fuse them; mul.rn it may not
+    assert compile_specs.fusable_pairs("\tmul.f32 \t%r5, %r1, %r2;\n\tadd.f32 \t%r6, %r4, %r5;\n") == ["%r5"]
+    assert compile_specs.fusable_pairs("\tmul.rn.f32 \t%r5, %r1, %r2;\n\tadd.f32 \t%r6, %r4, %r5;\n") == []
+    assert compile_specs.fusable_pairs("\tmul.f32 \t%r5, %r1, %r2;\n\tsqrt.rn.f32 \t%r6, %r5;\n") == []
     assert compile_specs.LLIR_EXPLICIT_FMA.search("%5 = call float @llvm.fma.f32(float %1, float %2, float %3)")
     ttir = ("%0 = arith.muli %b, %stride_b : i32\n"
             "%1 = tt.addptr %cls_ptr, %0 : !tt.ptr<f16>, i32 loc(#loc3)\n"
@@ -67,6 +71,12 @@ def test_checks_catch_what_they_look_for():
             "%3 = tt.addptr %2, %9 : tensor<128x!tt.ptr<f32>>, tensor<128xi64> loc(#loc4)\n")
     assert compile_specs._first_offset_types(ttir, "cls_ptr") == ["i32"]
     assert compile_specs._first_offset_types(ttir, "out_ptr") == ["tensor<128xi64>"]
+
+
+def test_exact_kernels_compile_as_torch_compile_launches_them():
+    """Inductor launches user kernels with Triton's default options (FP fusion on) whatever the eager launch
+    passes; the specs compile every kernel that way, so the checks above hold for torch.compile too."""
+    assert all(spec.options.get("enable_fp_fusion", True) for spec in compile_specs.SPECS)
 
 
 def test_coverage_check_names_what_is_missing():
@@ -78,4 +88,4 @@ def test_coverage_check_names_what_is_missing():
         "nms._nms_reduce_kernel"]
     # a kernel's helpers count as compiled only through a compiled kernel
     assert compile_specs.uncovered([s for s in specs if s.fn is not iou._pairwise_iou_kernel]) == [
-        "iou._corners", "iou._div", "iou._pairwise_iou_kernel"]
+        "iou._corners", "iou._pairwise_iou_kernel"]

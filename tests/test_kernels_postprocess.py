@@ -1,29 +1,23 @@
-"""Triton postprocess and NMS against the reference.
+"""The Triton postprocess and NMS kernels (kernels/postprocess.py, kernels/nms.py) against the reference.
 
-On a CPU these run under the Triton interpreter, which must be switched on before triton is imported,
-so in their own process: ``TRITON_INTERPRET=1 python -m pytest tests/triton_ops``. Shapes stay small there.
-With a CUDA GPU they run compiled, on the GPU.
+Marked ``triton``: natively on a GPU, on the CPU in the interpreter in its own process (``TRITON_INTERPRET=1
+python -m pytest tests -m triton``, tests/op_testing.py); shapes stay small. Every tensor goes to
+:func:`op_testing.triton_device`, and every launch is checked to be there (conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from op_testing import INTERPRET, triton_device, triton_only
 
-if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
-    pytest.skip("Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 (set before triton is imported: run "
-                "`TRITON_INTERPRET=1 python -m pytest tests/triton_ops` in its own process)", allow_module_level=True)
-pytest.importorskip("triton")
+from tests.test_ops_postprocess import assert_same_detections, make_prediction
+from yolox_fast.ops import postprocess, postprocess_padded, reference
+from yolox_fast.ops.postprocess import _postprocess_image_spec
 
-from tests.test_ops_postprocess import assert_same_detections, make_prediction  # noqa: E402
-from yolox_fast.ops import batched_nms, nms, postprocess, postprocess_padded, reference  # noqa: E402
-from yolox_fast.ops.postprocess import _postprocess_image_spec  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+DEVICE = triton_device()
 # numpy warns about 0 * inf and 0 / 0 in masked-off lanes under the interpreter
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+pytestmark = [*triton_only, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 
 def small_prediction(**kw):
@@ -39,7 +33,7 @@ def cpu(outputs):
 
 
 BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    DEVICE == "cpu", reason="the Triton interpreter truncates float32 -> bfloat16 instead of rounding to nearest"))
+    INTERPRET, reason="the Triton interpreter truncates float32 -> bfloat16 instead of rounding to nearest"))
 
 
 @pytest.mark.parametrize("agnostic", [False, True])
@@ -65,17 +59,6 @@ def test_postprocess_edge_cases():
     p[0, top[1], 4] = float("inf")  # +inf: kept, first
     assert_same_detections(cpu(postprocess(p, 8, 0.01, 0.3, backend="triton")),
                            reference.postprocess(p.cpu(), 8, 0.01, 0.3))
-
-
-def test_postprocess_thresholds_inclusive_and_strict():
-    pred = torch.zeros(1, 3, 6)
-    pred[0, :, :4] = torch.tensor([[1.5, 0.5, 3.0, 1.0], [2.5, 0.5, 3.0, 1.0], [10.5, 0.5, 3.0, 1.0]])
-    pred[0, :, 4] = torch.tensor([1.0, 0.5, 0.25])
-    pred[0, :, 5] = torch.tensor([0.75, 1.0, 1.0])
-    (det,) = postprocess(pred.to(DEVICE), 1, 0.25, 0.5, backend="triton")
-    assert det[:, 4].tolist() == [1.0, 0.5, 0.25]
-    (det,) = postprocess(pred.to(DEVICE), 1, 0.25, 0.49, backend="triton")
-    assert det[:, 4].tolist() == [1.0, 0.25]
 
 
 @pytest.mark.parametrize("agnostic", [False, True])
@@ -108,30 +91,6 @@ def test_options_and_padded(agnostic, multi_label, topk, max_det):
             assert torch.equal(dets[b, :n].cpu(), expected[b][: max_det or 30])
 
 
-@pytest.mark.parametrize("n", [0, 1, 70, 200])
-def test_nms_matches_reference(n):
-    g = torch.Generator().manual_seed(n)
-    xy = torch.rand(n, 2, generator=g) * 100
-    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 40 + 1], 1)
-    scores = torch.rand(n, generator=g)
-    idxs = torch.randint(0, 3, (n,), generator=g)
-    assert torch.equal(nms(boxes.to(DEVICE), scores.to(DEVICE), 0.5, backend="triton").cpu(),
-                       reference.nms(boxes, scores, 0.5))
-    assert torch.equal(batched_nms(boxes.to(DEVICE), scores.to(DEVICE), idxs.to(DEVICE), 0.5, backend="triton").cpu(),
-                       reference.batched_nms(boxes, scores, idxs, 0.5))
-
-
-def test_nms_edge_cases():
-    boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0]]).repeat(5, 1).to(DEVICE)
-    assert nms(boxes, torch.full((5,), 0.5, device=DEVICE), 0.5, backend="triton").tolist() == [0]
-    pts = torch.tensor([[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]], device=DEVICE)
-    assert nms(pts, torch.tensor([0.9, 0.8], device=DEVICE), 0.1, backend="triton").tolist() == [0, 1]
-    at = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]], device=DEVICE)  # IoU exactly 0.5
-    assert nms(at, torch.tensor([0.9, 0.8], device=DEVICE), 0.5, backend="triton").tolist() == [0, 1]
-    with pytest.raises(ValueError, match="NaN"):
-        nms(at, torch.tensor([0.9, float("nan")], device=DEVICE), 0.5, backend="triton")
-
-
 # --------------------------------------------------------------------------------------------------
 # GPU readiness (issue 8): what the interpreter can show of the compiled path's contract
 # --------------------------------------------------------------------------------------------------
@@ -158,7 +117,7 @@ def test_fixed_size_postprocess_makes_no_host_tensor():
     and a stream sync: the old `torch.tensor([conf_thre], device=...)`) and no scalar read back."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from yolox_fast.kernels.nms import postprocess_triton
+    from yolox_fast.kernels.postprocess import postprocess_triton
 
     class Record(TorchDispatchMode):
         def __init__(self):
@@ -182,41 +141,8 @@ def test_fixed_size_postprocess_makes_no_host_tensor():
 @pytest.mark.parametrize("value", [0.25, 0.3, 0.001, 1.01, 0.0, -0.0, 1e-8, 7e4, 1e39, float("inf")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_threshold_rounding_on_the_host_matches_torch(value, dtype):
-    from yolox_fast.kernels.nms import float_bits, threshold_as
+    from yolox_fast.kernels.postprocess import float_bits, threshold_as
 
     expected = torch.tensor(value, dtype=dtype).item()
     got = threshold_as(value, dtype)
     assert float_bits(got) == float_bits(expected), (value, dtype, got, expected)
-
-
-def test_mask_kernel_visits_only_tiles_within_the_count():
-    """The NMS mask grid is sized by the capacity but each problem's work by its count (read on the device):
-    tiles past the count and below the diagonal are never touched, the others hold the suppression bits."""
-    import triton
-
-    from yolox_fast.kernels import nms as k
-
-    cap, n = 400, [70, 0, 130]
-    words = triton.cdiv(cap, k.TILE)
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(3, cap, 2, generator=g) * 100
-    boxes = torch.cat([xy, xy + torch.rand(3, cap, 2, generator=g) * 40 + 1], 2).contiguous()
-    sentinel = 0x5A5A5A5A
-    mask = torch.full((3, cap, words), sentinel, dtype=torch.int64)
-    keep, count = k.launch_nms(boxes, None, torch.tensor(n), cap, 0.3, 1000, mask=mask)
-    for p, m in enumerate(n):
-        iou = reference.pairwise_iou(boxes[p, :m], boxes[p, :m], "xyxy")
-        nb = triton.cdiv(m, k.TILE)
-        assert (mask[p, m:] == sentinel).all()
-        for i in range(m):
-            for w in range(words):
-                word = int(mask[p, i, w])
-                if w < i // k.TILE or w >= nb:
-                    assert word == sentinel, (p, i, w)  # below the diagonal or past the count: not touched
-                    continue
-                bits = [j for j in range(k.TILE) if (word >> j) & 1]
-                expected = [j - w * k.TILE for j in range(w * k.TILE, min(m, (w + 1) * k.TILE))
-                            if j > i and iou[i, j] > 0.3]
-                assert bits == expected, (p, i, w)
-        by_rank = -torch.arange(m, dtype=torch.float32)  # scores in priority order
-        assert torch.equal(keep[p, : int(count[p])].long(), reference.nms(boxes[p, :m], by_rank, 0.3))

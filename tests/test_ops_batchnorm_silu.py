@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from yolox_fast.ops import _extension
 from yolox_fast.models import build_yolox
 from yolox_fast.models.network_blocks import BaseConv
+from yolox_fast.ops import _extension
 from yolox_fast.ops.batchnorm_silu import batch_norm_silu, fused_batch_norm_silu_applies
 
 pytestmark = pytest.mark.skipif(
@@ -98,7 +98,7 @@ def test_other_instruction_sets(capability):
     if capability == "avx2" and "avx2" not in open("/proc/cpuinfo").read():  # noqa: SIM115
         pytest.skip("this CPU has no AVX2")
     code = (
-        "import torch, test_batchnorm_silu as t\n"
+        "import torch, test_ops_batchnorm_silu as t\n"
         f"assert torch.backends.cpu.get_cpu_capability() == {capability.upper()!r}, "
         "torch.backends.cpu.get_cpu_capability()\n"
         "for shape in [(2, 13, 7, 5), (2, 130, 9, 11), (4, 16, 12, 12)]:\n"
