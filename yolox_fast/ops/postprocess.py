@@ -123,7 +123,8 @@ def _postprocess_image_spec(pred, num_classes, conf_thre, nms_thre, class_agnost
     if class_agnostic:
         keep = reference.nms(det[:, :4], score, nms_thre)
     else:
-        keep = reference.batched_nms(det[:, :4], score, label, nms_thre)
+        keep = reference.order_by_score_then_class(reference.batched_nms(det[:, :4], score, label, nms_thre),
+                                                   score, label)
     det = det[keep]
     return det[:max_det] if max_det > 0 else det
 
