@@ -3,11 +3,12 @@
 Generated cases of every kind (``tests/torchvision_oracle.py``: ties within and across categories,
 duplicates, zero-area and negative-width boxes, negative, huge and float32-overflowing coordinates, NaN and
 infinite coordinates, +-inf scores, empty input, thresholds 0 and 1, float16/float32/float64, N up to 2,000)
-run on every CPU backend (Triton: ``tests/triton_ops/test_torchvision_oracle_triton.py``) and on
-torchvision. Every result, the reference's included, is judged by the definition itself, order and all:
-the existing tests compared the backends with the reference as sets where scores tie, which is how the
-reference's own tie order went wrong unnoticed. Where torchvision disagrees, the definition decides, and in
-the exact cases (one right answer) torchvision must then be the one it rejects. The deliberate
+run on every CPU backend, on CUDA where there is a GPU (Triton:
+``tests/triton_ops/test_torchvision_oracle_triton.py``) and on torchvision. Every result, the reference's
+included, is judged by the definition itself, order and all: the older tests compared the backends with the
+reference as sets where scores tie, and never ran the reference on half boxes, which is how the reference's
+cross-category tie order and its float16 overflow went unnoticed. Where torchvision disagrees, the definition
+decides, and in the exact cases (one right answer) torchvision must then be the one it rejects. The deliberate
 differences from torchvision are listed in docs/backends.md and checked at the end of this file.
 """
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from torchvision_oracle import iou_cases, iou_expected, iou_violation, nms_cases, nms_decisions, nms_violation
+
 from yolox_fast.ops import _extension, backends, batched_nms, nms
 from yolox_fast.ops.iou import pairwise_iou
 from yolox_fast.ops.nms import MAX_FLOAT64_COORDINATE
@@ -128,6 +129,28 @@ def test_iou_every_kind_of_case(dtype):
         defined = ~theirs.isnan()
         assert torch.equal(got[defined], theirs[defined]), case.name
         assert not got[~defined].any(), case.name
+
+
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and _extension.cuda_built()),
+                                reason="needs a CUDA GPU and the CUDA build of yolox_fast._C")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+def test_cuda_every_kind_of_case(dtype):
+    for case in nms_cases(dtype):
+        decisions = nms_decisions(case.boxes, case.threshold, case.exact)
+        boxes, scores, idxs = case.boxes.cuda(), case.scores.cuda(), case.idxs.cuda()
+        for op, keep, cats in (("nms", nms(boxes, scores, case.threshold, backend="cuda"), None),
+                               ("batched_nms", batched_nms(boxes, scores, idxs, case.threshold, backend="cuda"),
+                                case.idxs)):
+            why = nms_violation(keep.cpu(), case.scores, cats, decisions)
+            assert why is None, f"{op} backend=cuda on {case.name}: {why}"
+    for case in iou_cases(dtype):
+        got = pairwise_iou(case.boxes1.cuda(), case.boxes2.cuda(), case.fmt, backend="cuda").cpu()
+        why = iou_violation(got, case, iou_expected(case.boxes1, case.boxes2, case.fmt))
+        assert why is None, f"pairwise_iou backend=cuda on {case.name}: {why}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ def nms_decisions(boxes: torch.Tensor, threshold: float, exact: bool) -> tuple[n
     counts = finite & (inter > 0) & ~_float32_overflow(area, area, area_sum)
     above = counts & (q > t)
     if exact:
-        for i, j in zip(*np.nonzero(counts & (np.abs(q - t) <= 1e-9))):  # ties (or nearly): rationals decide
+        for i, j in zip(*np.nonzero(counts & (np.abs(q - t) <= 1e-9)), strict=True):  # ties (or nearly): rationals
             above[i, j] = _exact_iou(x[i], x[j]) > Fraction(t)
         return above, above
     near = counts & (np.abs(q - t) <= F32_BAND * max(t, 1e-30))
@@ -317,7 +317,8 @@ def iou_violation(got: torch.Tensor, case: IouCase, expected: tuple[np.ndarray, 
     :func:`iou_expected`), or None."""
     boxes1, boxes2 = case.boxes1, case.boxes2
     if got.shape != (boxes1.shape[0], boxes2.shape[0]) or got.dtype != boxes1.dtype:
-        return f"shape {tuple(got.shape)} dtype {got.dtype}, expected {(boxes1.shape[0], boxes2.shape[0])} {boxes1.dtype}"
+        want = (boxes1.shape[0], boxes2.shape[0])
+        return f"shape {tuple(got.shape)} dtype {got.dtype}, expected {want} {boxes1.dtype}"
     value, tolerance = expected
     g = got.double().numpy()
     bad = ~(np.abs(g - value) <= tolerance)

@@ -18,6 +18,7 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from torchvision_oracle import iou_cases, iou_expected, iou_violation, nms_cases, nms_decisions, nms_violation  # noqa: E402
+
 from yolox_fast.ops import batched_nms, nms  # noqa: E402
 from yolox_fast.ops.iou import pairwise_iou  # noqa: E402
 
