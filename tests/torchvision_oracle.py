@@ -106,55 +106,55 @@ def nms_cases(dtype: torch.dtype, small: bool = False) -> list[NmsCase]:
     big = 60 if small else (2000 if dtype == torch.float32 else 600)  # the torch backend's nms is O(N^2)
     n = 30 if small else 200
 
-    def add(name, seed_boxes, scores, idxs, threshold, exact):
-        cases.append(NmsCase(f"{name}-{str(dtype)[6:]}", seed_boxes.to(dtype), scores.to(dtype), idxs, threshold,
+    def add(name, boxes, scores, idxs, threshold, exact):
+        cases.append(NmsCase(f"{name}-{str(dtype)[6:]}", boxes.to(dtype), scores.to(dtype), idxs, threshold,
                              exact))
 
-    for seed in range(1):
-        g = torch.Generator().manual_seed(1000 * seed + {torch.float16: 1, torch.float32: 2}.get(dtype, 3))
-        thr = dyadic_threshold(g)
-        # equal scores within and across categories, exact IoU ties at dyadic thresholds
-        add(f"ties{seed}", grid_boxes(g, n, sides=(1, 24)), tied_scores(g, n), torch.randint(0, 5, (n,), generator=g),
-            thr, True)
-        # tiny boxes on a small grid: many IoUs exactly 1/2, 1/4, 3/4 ...
-        add(f"threshold-ties{seed}", grid_boxes(g, n, lo=0, hi=6, sides=(1, 4)), tied_scores(g, n, 8),
-            torch.randint(0, 2, (n,), generator=g), (0.25, 0.5, 0.75)[seed % 3], True)
-        # duplicates: few distinct boxes and scores, repeated
-        base = grid_boxes(g, 12, sides=(1, 40))
-        pick = torch.randint(0, 12, (n,), generator=g)
-        add(f"duplicates{seed}", base[pick], tied_scores(g, 12, 3)[pick], torch.randint(0, 3, (n,), generator=g),
-            thr, True)
-        # zero-area and negative-width/height boxes among ordinary ones
-        add(f"degenerate{seed}", grid_boxes(g, n, sides=(-12, 30)), torch.rand(n, generator=g, dtype=torch.float64),
+    which = {torch.float16: 0, torch.float32: 1}.get(dtype, 2)
+    g = torch.Generator().manual_seed(which)
+    thr = dyadic_threshold(g)
+    # equal scores within and across categories, exact IoU ties at dyadic thresholds
+    add("ties", grid_boxes(g, n, sides=(1, 24)), tied_scores(g, n), torch.randint(0, 5, (n,), generator=g),
+        thr, True)
+    # tiny boxes on a small grid: many IoUs exactly 1/2, 1/4, 3/4 ...
+    add("threshold-ties", grid_boxes(g, n, lo=0, hi=6, sides=(1, 4)), tied_scores(g, n, 8),
+        torch.randint(0, 2, (n,), generator=g), (0.25, 0.5, 0.75)[which], True)
+    # duplicates: few distinct boxes and scores, repeated
+    base = grid_boxes(g, 12, sides=(1, 40))
+    pick = torch.randint(0, 12, (n,), generator=g)
+    add("duplicates", base[pick], tied_scores(g, 12, 3)[pick], torch.randint(0, 3, (n,), generator=g),
+        thr, True)
+    # zero-area and negative-width/height boxes among ordinary ones
+    add("degenerate", grid_boxes(g, n, sides=(-12, 30)), torch.rand(n, generator=g, dtype=torch.float64),
+        torch.randint(0, 3, (n,), generator=g), thr, True)
+    # every coordinate negative (torchvision's batched offset trick lets categories meet there)
+    add("negative", grid_boxes(g, n, lo=-300, hi=-100, sides=(1, 64)), tied_scores(g, n, 16),
+        torch.randint(-2, 3, (n,), generator=g), thr, True)
+    # NaN and infinite coordinates, +-inf scores
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    scores[torch.randint(0, n, (6,), generator=g)] = torch.tensor([math.inf, -math.inf] * 3, dtype=torch.float64)
+    add("non-finite", with_non_finite(g, grid_boxes(g, n, sides=(1, 40))), scores,
+        torch.randint(0, 3, (n,), generator=g), thr, True)
+    # huge coordinates: the grid times 2**50 (2**6 in float16, whose range ends at 65,504)
+    scale = 2.0**6 if dtype == torch.float16 else 2.0**50
+    add("huge", grid_boxes(g, n, sides=(1, 64), scale=scale), tied_scores(g, n, 16),
+        torch.randint(0, 3, (n,), generator=g), thr, True)
+    # thresholds 0 and 1 exactly
+    add("threshold0", grid_boxes(g, n), tied_scores(g, n, 16), torch.randint(0, 3, (n,), generator=g),
+        0.0, True)
+    add("threshold1", grid_boxes(g, n, lo=0, hi=8, sides=(1, 8)), tied_scores(g, n, 16),
+        torch.randint(0, 3, (n,), generator=g), 1.0, True)
+    if dtype == torch.float32:
+        # float32 areas overflow (sides near 2**63): such pairs never suppress, as documented
+        add("float32-overflow", grid_boxes(g, n, sides=(1, 64), scale=2.0**60), tied_scores(g, n, 16),
             torch.randint(0, 3, (n,), generator=g), thr, True)
-        # every coordinate negative (torchvision's batched offset trick lets categories meet there)
-        add(f"negative{seed}", grid_boxes(g, n, lo=-300, hi=-100, sides=(1, 64)), tied_scores(g, n, 16),
-            torch.randint(-2, 3, (n,), generator=g), thr, True)
-        # NaN and infinite coordinates, +-inf scores
-        scores = torch.rand(n, generator=g, dtype=torch.float64)
-        scores[torch.randint(0, n, (6,), generator=g)] = torch.tensor([math.inf, -math.inf] * 3, dtype=torch.float64)
-        add(f"non-finite{seed}", with_non_finite(g, grid_boxes(g, n, sides=(1, 40))), scores,
-            torch.randint(0, 3, (n,), generator=g), thr, True)
-        # huge coordinates: the integer grid times a power of two that float16 cannot hold
-        scale = 2.0**6 if dtype == torch.float16 else 2.0**50
-        add(f"huge{seed}", grid_boxes(g, n, sides=(1, 64), scale=scale), tied_scores(g, n, 16),
-            torch.randint(0, 3, (n,), generator=g), thr, True)
-        # thresholds 0 and 1 exactly
-        add(f"threshold0-{seed}", grid_boxes(g, n), tied_scores(g, n, 16), torch.randint(0, 3, (n,), generator=g),
-            0.0, True)
-        add(f"threshold1-{seed}", grid_boxes(g, n, lo=0, hi=8, sides=(1, 8)), tied_scores(g, n, 16),
-            torch.randint(0, 3, (n,), generator=g), 1.0, True)
-        if dtype == torch.float32:
-            # float32 areas overflow (sides near 2**63): such pairs never suppress, as documented
-            add(f"float32-overflow{seed}", grid_boxes(g, n, sides=(1, 64), scale=2.0**60), tied_scores(g, n, 16),
-                torch.randint(0, 3, (n,), generator=g), thr, True)
-        # random float boxes, distinct scores, an ordinary threshold: not exact (float32 rounding may decide)
-        add(f"random{seed}", float_boxes(g, big), torch.rand(big, generator=g, dtype=torch.float64),
-            torch.randint(0, (80, 7)[seed], (big,), generator=g), 0.3 + 0.4 * float(torch.rand(1, generator=g)),
-            False)
-        # many boxes on the grid, few score levels, many categories: ties at scale
-        add(f"large-ties{seed}", grid_boxes(g, 4 * n, lo=0, hi=600), tied_scores(g, 4 * n, 32),
-            torch.randint(0, 80, (4 * n,), generator=g), thr, True)
+    # random float boxes, distinct scores, an ordinary threshold: not exact (float32 rounding may decide)
+    add("random", float_boxes(g, big), torch.rand(big, generator=g, dtype=torch.float64),
+        torch.randint(0, 80, (big,), generator=g), 0.3 + 0.4 * float(torch.rand(1, generator=g)),
+        False)
+    # many boxes on the grid, few score levels, many categories: ties at scale
+    add("large-ties", grid_boxes(g, 4 * n, lo=0, hi=600), tied_scores(g, 4 * n, 32),
+        torch.randint(0, 80, (4 * n,), generator=g), thr, True)
     g = torch.Generator().manual_seed(7)
     for n in (0, 1):
         add(f"size{n}", grid_boxes(g, n), tied_scores(g, n), torch.zeros(n, dtype=torch.long), 0.5, True)
