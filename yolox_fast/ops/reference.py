@@ -455,7 +455,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """NMS within each category of ``idxs [N]`` independently; same kept boxes as torchvision's.
+    """NMS within each category of ``idxs [N]`` independently (torchvision's semantics, without its offset trick).
 
     Returns the kept indices by decreasing score, equal scores by index, across categories too (torchvision
     leaves the order of equal scores open).
