@@ -45,7 +45,6 @@ __all__ = [
     "decode_outputs",
     "nms",
     "batched_nms",
-    "order_by_score_then_class",
     "postprocess",
 ]
 
@@ -471,7 +470,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 
-def order_by_score_then_class(keep: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _order_by_score_then_class(keep: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``keep [K]`` indices reordered by decreasing score, equal scores by label, then by index.
 
     The class-aware postprocess's output order (its rows are anchor-major, so index order is anchor order);
@@ -519,6 +518,6 @@ def postprocess(
             keep = nms(detections[:, :4], score, nms_thre)
         else:
             keep = batched_nms(detections[:, :4], score, detections[:, 6], nms_thre)
-            keep = order_by_score_then_class(keep, score, detections[:, 6])
+            keep = _order_by_score_then_class(keep, score, detections[:, 6])
         output[i] = detections[keep]
     return output
