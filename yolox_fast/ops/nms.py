@@ -15,6 +15,9 @@ Rules that torchvision leaves open, followed by every backend here (as :mod:`yol
   IoU 0/0 = NaN and never suppress each other.
 * Equal scores keep index order (a box of lower index goes first), within and across categories.
 * A NaN score raises ``ValueError`` (a NaN has no place in the order); +-inf scores are ordinary.
+* float64 boxes are computed in float32 too, so a finite float64 coordinate beyond +-2**62
+  (:data:`MAX_FLOAT64_COORDINATE`) raises ``ValueError``: its area could overflow float32 and the answer
+  would silently differ from the float64 one (torchvision computes float64 in float64).
 
 Backends (see :mod:`yolox_fast.ops.backends`): C++ CPU, CUDA (bitmask NMS reduced on the GPU), Triton,
 batched PyTorch and the reference.
@@ -32,7 +35,11 @@ from .triton_support import triton_unavailable
 OP_NMS = "nms"
 OP_BATCHED_NMS = "batched_nms"
 
-__all__ = ["nms", "batched_nms", "greedy_nms_padded"]
+__all__ = ["nms", "batched_nms", "greedy_nms_padded", "MAX_FLOAT64_COORDINATE"]
+
+#: Largest finite ``|coordinate|`` of float64 boxes. NMS computes in float32, where sides up to 2**63 keep
+#: every area (<= 2**126) and union (<= 2**127) finite; beyond it a float64 answer would silently be lost.
+MAX_FLOAT64_COORDINATE = 2.0**62
 
 
 if _extension.extension_loaded():
@@ -134,6 +141,17 @@ def _check_no_nan(scores: torch.Tensor, op: str) -> None:
         raise ValueError(f"{op}: scores[{i}] is NaN; NMS needs ordered scores (+-inf are fine)")
 
 
+def _check_float64_range(boxes: torch.Tensor, op: str) -> None:
+    """Refuse finite float64 coordinates that float32 arithmetic cannot hold (module docstring)."""
+    if boxes.dtype != torch.float64 or not boxes.numel() or torch.compiler.is_compiling():
+        return
+    too_big = torch.isfinite(boxes) & (boxes.abs() > MAX_FLOAT64_COORDINATE)
+    if bool(too_big.any()):
+        i, j = (int(v) for v in too_big.nonzero()[0])
+        raise ValueError(f"{op}: boxes[{i}, {j}] = {float(boxes[i, j]):.6g} is beyond +-2**62; NMS computes IoU in "
+                         "float32, where such a box's area overflows: scale the boxes down")
+
+
 def _batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor | None, iou_threshold: float):
     _check_no_nan(scores, "batched_nms" if idxs is not None else "nms")
     n = boxes.shape[0]
@@ -218,7 +236,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, backend
     """Greedy NMS, a drop-in for ``torchvision.ops.nms`` (module docstring for the exact rules).
 
     Args:
-        boxes: ``[N, 4]`` x1, y1, x2, y2 (float16, bfloat16, float32 or float64).
+        boxes: ``[N, 4]`` x1, y1, x2, y2 (float16, bfloat16, float32 or float64; float64 within
+            +-:data:`MAX_FLOAT64_COORDINATE`, else ``ValueError``).
         scores: ``[N]``, same dtype and device. NaN raises ``ValueError``.
         iou_threshold: suppress boxes whose IoU with a better kept box is ``> iou_threshold``.
         backend: force a backend (see :mod:`yolox_fast.ops.backends`).
@@ -227,6 +246,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, backend
         ``keep [K]`` int64 indices of the kept boxes, by decreasing score.
     """
     check_args("nms", boxes, scores, None)
+    _check_float64_range(boxes, "nms")
     _, impl = backends.choose(OP_NMS, boxes.device, backend)
     return impl(boxes, scores, float(iou_threshold))
 
@@ -236,7 +256,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     """NMS within each category independently, a drop-in for ``torchvision.ops.batched_nms``.
 
     Args:
-        boxes: ``[N, 4]`` x1, y1, x2, y2.
+        boxes: ``[N, 4]`` x1, y1, x2, y2 (as :func:`nms`).
         scores: ``[N]``, same dtype and device. NaN raises ``ValueError``.
         idxs: ``[N]`` category of each box: integers, or floats holding class ids (as the official
             postprocess passes them); only equality matters.
@@ -252,5 +272,6 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     elif isinstance(idxs, torch.Tensor) and idxs.dtype == torch.bool:
         idxs = idxs.long()
     check_args("nms", boxes, scores, idxs)
+    _check_float64_range(boxes, "batched_nms")
     _, impl = backends.choose(OP_BATCHED_NMS, boxes.device, backend)
     return impl(boxes, scores, idxs, float(iou_threshold))

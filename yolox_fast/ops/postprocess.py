@@ -99,6 +99,12 @@ if _extension.extension_loaded():
 # --------------------------------------------------------------------------------------------------
 
 
+def _by_score_then(score: torch.Tensor, tie: torch.Tensor) -> torch.Tensor:
+    """Indices that order ``score [K]`` decreasing, equal scores by increasing ``tie [K]``."""
+    order = torch.argsort(tie, stable=True)
+    return order[torch.sort(score[order], descending=True, stable=True).indices]
+
+
 def _postprocess_image_spec(pred, num_classes, conf_thre, nms_thre, class_agnostic, multi_label, topk, max_det):
     """One decoded image ``[A, 5 + C]`` -> ``[n, 7]`` (possibly empty), every option, readably."""
     num_anchors = pred.shape[0]
@@ -113,17 +119,16 @@ def _postprocess_image_spec(pred, num_classes, conf_thre, nms_thre, class_agnost
         label = cls_id[anchor]
     det = torch.cat([boxes[anchor], obj[anchor, None], cls[anchor, label, None], label[:, None].to(pred.dtype)], 1)
     score = det[:, 4] * det[:, 5]
+    # the output order: score descending, then class, anchor (class-aware) or anchor, class (agnostic)
+    tie = anchor * num_classes + label if class_agnostic else label * num_anchors + anchor
     if topk > 0 and det.shape[0] > topk:
-        # the output order: score descending, then class, anchor (class-aware) or anchor, class (agnostic)
-        tie = anchor * num_classes + label if class_agnostic else label * num_anchors + anchor
-        order = torch.argsort(tie, stable=True)
-        order = order[torch.sort(score[order], descending=True, stable=True).indices]
-        chosen = order[:topk].sort().values  # back to anchor-major order, which reference NMS relies on
-        det, score, label = det[chosen], score[chosen], label[chosen]
+        chosen = _by_score_then(score, tie)[:topk].sort().values  # back to anchor-major order, as NMS needs
+        det, score, label, tie = det[chosen], score[chosen], label[chosen], tie[chosen]
     if class_agnostic:
         keep = reference.nms(det[:, :4], score, nms_thre)
-    else:
+    else:  # batched_nms leaves equal scores in row (anchor) order: put them in class order
         keep = reference.batched_nms(det[:, :4], score, label, nms_thre)
+        keep = keep[_by_score_then(score[keep], tie[keep])]
     det = det[keep]
     return det[:max_det] if max_det > 0 else det
 

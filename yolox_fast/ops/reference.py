@@ -58,11 +58,15 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "cxcywh"
     """IoU of every box in ``boxes1 [N, 4]`` with every box in ``boxes2 [M, 4]`` -> ``[N, M]``.
 
     The official ``bboxes_iou``: the intersection counts only when its top-left lies strictly above
-    and left of its bottom-right. Union 0 (two empty boxes) gives IoU 0 instead of NaN.
-    Computed in the promoted dtype of the inputs.
+    and left of its bottom-right. A union that is not positive (two empty boxes, negative sizes, NaN)
+    gives IoU 0 instead of NaN. Computed in the promoted dtype of the inputs, float16 and bfloat16 in
+    float32 (rounded once at the end: a 300 x 300 box's area already overflows float16).
     """
     if fmt not in ("cxcywh", "xyxy"):
         raise ValueError(f"fmt must be 'cxcywh' or 'xyxy', got {fmt!r}")
+    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    if out_dtype in (torch.float16, torch.bfloat16):
+        return pairwise_iou(boxes1.float(), boxes2.float(), fmt).to(out_dtype)
     if fmt == "xyxy":
         tl = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
         br = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
@@ -450,14 +454,30 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """NMS within each category of ``idxs [N]`` independently; same output as torchvision's."""
+    """NMS within each category of ``idxs [N]`` independently (torchvision's semantics, without its offset trick).
+
+    Returns the kept indices by decreasing score, equal scores by index, across categories too (torchvision
+    leaves the order of equal scores open).
+    """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     keep = []
     for c in torch.unique(idxs).tolist():
         members = (idxs == c).nonzero().squeeze(1)
         keep.append(members[nms(boxes[members], scores[members], iou_threshold)])
-    keep = torch.cat(keep)
+    # Index order first, so that the stable sort leaves equal scores in index order across categories too.
+    keep = torch.cat(keep).sort().values
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+def _order_by_score_then_class(keep: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``keep [K]`` indices reordered by decreasing score, equal scores by label, then by index.
+
+    The class-aware postprocess's output order (its rows are anchor-major, so index order is anchor order);
+    :func:`batched_nms` itself orders equal scores by index alone.
+    """
+    keep = keep.sort().values
+    keep = keep[torch.sort(labels[keep], stable=True).indices]
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 
@@ -498,5 +518,6 @@ def postprocess(
             keep = nms(detections[:, :4], score, nms_thre)
         else:
             keep = batched_nms(detections[:, :4], score, detections[:, 6], nms_thre)
+            keep = _order_by_score_then_class(keep, score, detections[:, 6])
         output[i] = detections[keep]
     return output
