@@ -78,7 +78,7 @@ def check_output_dir(output_dir: Path, exist_ok: bool) -> None:
 
 #: Settings that name files or folders: made absolute once, here, so that nothing downstream (the YOLO
 #: validation json, a resumed run started from another folder) depends on the working directory.
-PATH_SETTINGS = ("coco_images", "coco_ann", "val_images", "val_ann", "yolo_dir", "weights", "data_cache")
+PATH_SETTINGS = ("coco_images", "coco_ann", "val_images", "val_ann", "yolo_dir", "data", "weights", "data_cache")
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -108,10 +108,11 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``.
 
     No dataset in ``cfg``: the built-in synthetic one (generated once into ``cfg.data_cache``). YOLO
-    data: ``yolo_dir/images/train`` (labels in ``labels/train``), validation from ``images/val`` if
-    present, converted to a COCO json in the run folder for pycocotools.
+    data (a ``data.yaml`` or a YOLO folder, :mod:`yolox_fast.data.dataset_spec`): its train split, and its
+    val split if there is one, converted to a COCO json in the run folder for pycocotools.
     """
-    from .data import COCODetection, YOLODetection
+    from .data import COCODetection
+    from .data.dataset_spec import read_data_yaml, yolo_folder_spec
 
     if not cfg.has_data():
         from .data import make_synthetic_dataset
@@ -130,37 +131,21 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
         train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images, bad_images=bad_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
-    root = Path(cfg.yolo_dir)
-    train_dir = first_existing(root, YOLO_TRAIN_DIRS)
-    if train_dir is None:
-        raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
-                                f"{', '.join(YOLO_TRAIN_DIRS)} (labels in the matching labels/ folder)")
+    spec = read_data_yaml(cfg.data) if cfg.data else yolo_folder_spec(cfg.yolo_dir)
     names = cfg.class_names
     if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
         names = names[0]
-    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
-    val_dir = first_existing(root, YOLO_VAL_DIRS)
+    train = spec.dataset("train", class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
     val = None
-    if val_dir is not None:
+    if spec.has_split("val"):
         ann = Path(cfg.output_dir) / "val_coco.json"
         if ctx.is_main:  # pycocotools evaluates against a COCO json: write the validation labels as one
-            val_set = YOLODetection(val_dir, class_names=list(train.class_names))
+            val_set = spec.dataset("val", class_names=list(train.class_names))
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.write_text(json.dumps(val_set.to_coco_dict()))
         dist_utils.barrier()
-        val = (str(val_dir), str(ann))
+        val = (str(spec.root), str(ann))  # the json names every image by its absolute path
     return cfg, train, list(train.class_names), val
-
-
-YOLO_TRAIN_DIRS = ("images/train", "train/images")
-YOLO_VAL_DIRS = ("images/val", "val/images", "valid/images")
-
-
-def first_existing(root: Path, candidates) -> Path | None:
-    for c in candidates:
-        if (root / c).is_dir():
-            return root / c
-    return None
 
 
 def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistContext):
