@@ -5,6 +5,7 @@ Examples::
     python -m yolox_fast.train                       # built-in synthetic dataset, yolox-nano, CPU, minutes
     python -m yolox_fast.train --coco-images train2017 --coco-ann instances_train2017.json \\
         --val-images val2017 --val-ann instances_val2017.json --model yolox-s --batch-size 64
+    python -m yolox_fast.train --data coco128.yaml --model yolox-nano      # ultralytics data.yaml
     python -m yolox_fast.train --yolo-dir my_data --model yolox-tiny --weights yolox_tiny.pth --epochs 50
     python -m yolox_fast.train --resume runs/yolox-s              # continue a stopped run
     torchrun --nproc_per_node 8 -m yolox_fast.train --config my_run.yaml
@@ -149,7 +150,8 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
 
 
 def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistContext):
-    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None.
+    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None; it keeps
+    the last evaluation's detections for the validation folder written after training (``write_report``).
 
     The :class:`~yolox_fast.evaluation.coco.COCOEvaluator` is built once, so a missing validation image
     or a class-count mismatch fails before the first epoch, not after it.
@@ -157,10 +159,11 @@ def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistConte
     if val is None or not ctx.is_main:
         return None
     from .evaluation.coco import COCOEvaluator
+    from .evaluation.report import EvaluatorKeepingDetections
 
     evaluator = COCOEvaluator(val[0], val[1], img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
                               batch_size=cfg.eval_batch_size, class_names=class_names, progress=cfg.progress)
-    return lambda model: evaluator.evaluate(model, ctx.device)
+    return EvaluatorKeepingDetections(evaluator, ctx.device)
 
 
 def make_train_set(cfg: TrainConfig, base):
@@ -189,8 +192,12 @@ def run(argv: list[str] | None = None) -> dict:
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
-                          evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
+        if ctx.is_main and resume_path is None:  # look at the labels before training on them
+            from .engine.visual_checks import plot_label_distribution
+
+            plot_label_distribution(*base.boxes_xywhn(), class_names, Path(cfg.output_dir) / "labels.png")
+        evaluate = make_evaluator(cfg, val, class_names, ctx)
+        trainer = Trainer(cfg, make_train_set(cfg, base), class_names, evaluate=evaluate, ctx=ctx,
                           resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
@@ -200,6 +207,9 @@ def run(argv: list[str] | None = None) -> dict:
         except KeyboardInterrupt:
             trainer.log(interrupted_message(trainer))
             raise
+        if evaluate is not None:  # the final evaluation explained: per-class table, curves, confusion matrix, ...
+            report = evaluate.write_report(Path(cfg.output_dir) / "val")
+            result["validation_dir"] = report["dir"] if report else None
         if ctx.is_main:
             print_summary(result)
         return result
@@ -224,10 +234,15 @@ def print_summary(result: dict) -> None:
         last = result["last_metrics"] or {}
         lines.append(f"  best AP50:95 {result['best_ap']:.4f}; last AP50:95 {last.get('AP', float('nan')):.4f}, "
                      f"AP50 {last.get('AP50', float('nan')):.4f}")
+    if result.get("stopped_early"):
+        lines.append(f"  stopped early after epoch {result['stopped_early']} (--patience): no better AP")
     lines.append(f"  checkpoint: {result['checkpoint']}")
     if result["best_checkpoint"]:
         lines.append(f"  best:       {result['best_checkpoint']}")
     lines.append(f"  results:    {result['results_csv']}")
+    if result.get("validation_dir"):
+        lines.append(f"  validation: {result['validation_dir']} (last evaluation: per-class table, curves, "
+                     "confusion matrix, examples)")
     if result["plot"]:
         lines.append(f"  plot:       {result['plot']}")
     lines.append(f"  tensorboard --logdir {Path(result['output_dir']) / 'tensorboard'}")

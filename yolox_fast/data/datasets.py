@@ -175,6 +175,20 @@ class DetectionDataset(torch.utils.data.Dataset):
         """float32 ``[N, 5]`` = ``(x1, y1, x2, y2, class_index)`` in pixels of image ``i``."""
         return self._targets(self.records[i], *self.image_size(i))
 
+    def boxes_xywhn(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every box of the dataset: ``(classes [N] int64, boxes [N, 4] float32)``, boxes as centre x, centre y,
+        width, height in fractions of their image. Decodes only images of pixel boxes whose size is unknown."""
+        classes, boxes = [], []
+        for i, record in enumerate(self.records):
+            xyxy = record.boxes
+            if not record.normalized and len(xyxy):
+                height, width = self.image_size(i)
+                xyxy = xyxy / np.array([width, height, width, height], dtype=np.float32)
+            boxes.append(np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1))
+            classes.append(record.classes)
+        return (np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64),
+                np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32))
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """``(img BGR uint8 [H, W, 3], targets float32 [N, 5] = (x1, y1, x2, y2, class_index) pixels, image_id)``."""
         record = self.records[i]

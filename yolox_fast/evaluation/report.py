@@ -147,6 +147,33 @@ def write_validation_report(out_dir: str | os.PathLike, coco_gt, detections: Seq
     return {"dir": out, "metrics": metrics, "confusion": matrix, "stats": stats}
 
 
+class EvaluatorKeepingDetections:
+    """``evaluate(model) -> stats`` of a :class:`~yolox_fast.evaluation.coco.COCOEvaluator` (what the trainer
+    calls after each due epoch) that keeps the last call's detections, to write the validation run folder of
+    the final evaluation with :meth:`write_report`. They are kept as one float64 array ``[D, 7]`` (image id,
+    category id, x, y, w, h, score): a tenth of the memory of the result dicts, held while training goes on.
+    """
+
+    def __init__(self, evaluator, device=None):
+        self.evaluator, self.device = evaluator, device
+        self.detections: np.ndarray | None = None
+
+    def __call__(self, model) -> dict:
+        detections = self.evaluator.predict(model, self.device)
+        self.detections = np.array([[d["image_id"], d["category_id"], *d["bbox"], d["score"]] for d in detections],
+                                   dtype=np.float64).reshape(-1, 7)
+        return self.evaluator.score(detections)
+
+    def write_report(self, out_dir: str | os.PathLike) -> dict | None:
+        """:func:`write_validation_report` of the last evaluation into ``out_dir``; None before any evaluation."""
+        if self.detections is None:
+            return None
+        detections = [{"image_id": int(row[0]), "category_id": int(row[1]), "bbox": row[2:6].tolist(),
+                       "score": float(row[6])} for row in self.detections]
+        ev = self.evaluator
+        return write_validation_report(out_dir, ev.coco, detections, ev.image_dir, ev.image_ids, ev.class_names)
+
+
 # -- the eval run folder ------------------------------------------------------------------------------
 # TODO(h3 run folders): one run-folder claimer for every command is coming as yolox_fast/files/run_dir.py;
 # when it is on main, claim_eval_run_dir becomes a call to it (task "val") and this block goes.
