@@ -164,3 +164,6 @@ def test_data_and_coco_arguments_exclude_each_other(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         eval_main(["--ckpt", "x.pth", "--data", "d.yaml", "--ann", "a.json"])
     assert exc.value.code == 2 and "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        eval_main(["--ckpt", "x.pth", "--images", "i", "--ann", "a.json", "--split", "test"])
+    assert exc.value.code == 2 and "--split chooses a split of --data" in capsys.readouterr().err
