@@ -124,20 +124,20 @@ def _matched_at_iou50(coco_eval, num_classes: int) -> tuple[list[np.ndarray], li
     "all", its 100-per-image cap; detections it ignores, i.e. matched to crowd regions, left out)."""
     params = coco_eval.params
     num_areas, num_images = len(params.areaRng), len(params.imgIds)
-    scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    matched: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    scores, matched = [], []
     # evalImgs is ordered [class][area range][image]; area range 0 is "all".
     for k in range(num_classes):
         start = k * num_areas * num_images
+        class_scores, class_matched = [np.zeros(0)], [np.zeros(0, dtype=bool)]
         for entry in coco_eval.evalImgs[start : start + num_images]:
             if entry is None or not len(entry["dtScores"]):
                 continue
             keep = ~np.asarray(entry["dtIgnore"][0], dtype=bool)
-            scores[k].append(np.asarray(entry["dtScores"])[keep])
-            matched[k].append(np.asarray(entry["dtMatches"][0])[keep] > 0)
-    def cat(parts, dtype):
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
-    return [cat(s, np.float64) for s in scores], [cat(m, bool) for m in matched]
+            class_scores.append(np.asarray(entry["dtScores"], dtype=np.float64)[keep])
+            class_matched.append(np.asarray(entry["dtMatches"][0])[keep] > 0)
+        scores.append(np.concatenate(class_scores))
+        matched.append(np.concatenate(class_matched))
+    return scores, matched
 
 
 def _curves(scores: np.ndarray, matched: np.ndarray, instances: int) -> tuple[np.ndarray, np.ndarray]:
