@@ -36,16 +36,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def coco128(shared_data) -> tuple[Path, Path]:
-    """``(image folder, annotation file)`` of coco128."""
-    image_dir = shared_data / "coco128" / "train2017"
-    ann_file = shared_data / "coco128" / "annotations" / "instances_train2017.json"
-    if not (image_dir.is_dir() and ann_file.is_file()):
-        pytest.skip(f"coco128 not found under {shared_data}")
-    return image_dir, ann_file
-
-
 def _subset(coco128, tmp_path: Path, n: int) -> tuple[Path, Path, list[dict]]:
     """The first ``n`` coco128 images copied into ``tmp_path/images`` with their annotations in a new json."""
     image_dir, ann_file = coco128

@@ -17,7 +17,7 @@ pytest.importorskip("pycocotools", reason="the COCO evaluation needs pycocotools
 
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
-from test_evaluation import coco128, one_torch_thread  # noqa: E402, F401  (fixtures)
+from test_evaluation import one_torch_thread  # noqa: E402, F401  (autouse fixture: one torch thread)
 from ultralytics_layout import coco_subset_as_ultralytics  # noqa: E402
 
 from yolox_fast.eval import main as eval_main  # noqa: E402
