@@ -57,6 +57,12 @@ def test_txt_list_of_images_and_names_list(ultralytics_dataset):
     train = read_data_yaml(yaml_path).dataset("train")
     assert [Path(train.image_path(i)).name for i in range(len(train))] == ["c.png", "b.png"]
     assert train.report["label_file_missing"] == 0 and train.num_targets(0) == 1
+    (ultralytics_dataset / "elsewhere").mkdir()
+    write_image(ultralytics_dataset / "elsewhere" / "e.png")
+    (ultralytics_dataset / "lost.txt").write_text("elsewhere/e.png\n")
+    yaml_path.write_text("train: lost.txt\nnames: [cat, dog]\n")
+    with pytest.raises(ValueError, match="no label files found .* looked in .*elsewhere .*replaced by labels/"):
+        read_data_yaml(yaml_path).dataset("train")
 
 
 @pytest.mark.parametrize(("text", "problem"), [

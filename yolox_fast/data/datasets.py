@@ -544,9 +544,10 @@ class YOLODetection(DetectionDataset):
                 boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes=np.asarray(classes, dtype=np.int64),
             ))
         if self.records and self.report["label_file_missing"] == len(self.records):
-            looked = self.labels_dir if image_files is None else label_paths[0].parent
+            hint = ("pass labels_dir=..." if image_files is None else
+                    "each image's labels are its path with the last images/ folder replaced by labels/, as .txt")
             raise ValueError(f"no label files found for any of the {len(self.records)} images: looked in "
-                             f"{looked} (pass labels_dir=...)")
+                             f"{self.labels_dir if image_files is None else label_paths[0].parent} ({hint})")
         if names is None:
             names = [str(k) for k in range(max_class + 1)] or ["0"]
             logger.warning("%s: no class names given or found; using %s", self.images_dir, names)
