@@ -201,7 +201,8 @@ def run(argv: list[str] | None = None) -> dict:
                           resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
-            trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
+            trainer.log("no validation set (--val-images/--val-ann, or a val split in --data/--yolo-dir): "
+                        "no mAP, no best.pt")
         try:
             result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         except KeyboardInterrupt:
