@@ -105,7 +105,7 @@ def test_flat_yolo_folder_trains_without_validation(tmp_path, capsys):
     result = run(["--yolo-dir", str(tmp_path / "yolo"), "--model", "yolox-nano", "--output-dir", str(out),
                   "--epochs", "1", "--no-aug-epochs", "0", *TINY])
     assert result["epochs_done"] == 1 and result["last_metrics"] is None
-    assert load_checkpoint(out / "latest.pt")["class_names"] == info["class_names"]
+    assert read_train_state(out / "latest.pt")["class_names"] == info["class_names"]
     assert "no validation set" in capsys.readouterr().out
 
 
@@ -127,7 +127,7 @@ def test_ultralytics_data_yaml_trains_with_visual_checks_and_a_validation_folder
                   "--no-progress", "--no-tensorboard"])
     categories = json.loads(labels_json.read_text())["categories"]
     names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
-    assert load_checkpoint(out / "latest.pt")["class_names"] == names
+    assert read_train_state(out / "latest.pt")["class_names"] == names
     assert len(json.loads((out / "val_coco.json").read_text())["images"]) == 8
     assert result["last_metrics"] is not None
     val = result["validation_dir"]

@@ -365,8 +365,8 @@ def test_patience_stops_when_the_ap_has_not_improved_and_keeps_the_best(tmp_path
     scripted.calls = 0
     _, result = run(config("run", patience=2), evaluate=scripted)
     assert result["stopped_early"] == 3 and result["epochs_done"] == 3 and scripted.calls == 3
-    assert load_checkpoint(result["best_checkpoint"])["epoch"] == 1 and result["best_ap"] == 0.3
-    assert load_checkpoint(result["checkpoint"])["evals_without_improvement"] == 2
+    assert read_train_state(result["best_checkpoint"])["epoch"] == 1 and result["best_ap"] == 0.3
+    assert read_train_state(result["checkpoint"])["evals_without_improvement"] == 2
     log = (tmp_path / "run" / "train.log").read_text()
     assert "early stopping after epoch 3: the AP has not improved for 2 evaluations" in log
 

@@ -1,8 +1,10 @@
 """Detection confusion matrix: which class each ground-truth box was detected as, or missed.
 
 ultralytics' rule (``ConfusionMatrix.process_batch``): per image, detections scoring at least ``conf``
-are paired with ground-truth boxes of any class whose IoU exceeds ``iou``; pairs are taken by descending
-IoU, each detection and each ground-truth box at most once. Then
+are paired with ground-truth boxes of any class whose IoU exceeds ``iou`` (by default the prediction
+defaults ``PREDICT_CONF`` 0.25 and ``PREDICT_IOU`` 0.45 of :mod:`yolox_fast.ops.postprocess`: the
+detections a user sees, as ultralytics ties its matrix to its predict settings); pairs are taken by
+descending IoU, each detection and each ground-truth box at most once. Then
 
 - a paired ground-truth box of class ``g`` detected as class ``p`` counts at ``[p, g]``;
 - an unpaired ground-truth box counts at ``[C, g]`` (row "background": missed);
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from ..ops.iou import pairwise_iou
+from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU
 
 
 def _pairs(gt_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
@@ -46,7 +49,7 @@ def xyxy_of(items: Sequence[Mapping]) -> np.ndarray:
 
 
 def confusion_matrix(coco_gt, detections: Sequence[Mapping], image_ids: Sequence[int] | None = None,
-                     conf: float = 0.25, iou: float = 0.45) -> np.ndarray:
+                     conf: float = PREDICT_CONF, iou: float = PREDICT_IOU) -> np.ndarray:
     """Counts ``[C + 1, C + 1]`` (int64), rows the predicted class, columns the true class, index ``C`` the
     background (see the module docstring). Class ``k`` is category ``sorted(coco_gt.getCatIds())[k]``.
 
@@ -54,8 +57,8 @@ def confusion_matrix(coco_gt, detections: Sequence[Mapping], image_ids: Sequence
         coco_gt: the ground truth (``pycocotools.coco.COCO``).
         detections: COCO results ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``.
         image_ids: images to count (default: every image of ``coco_gt``).
-        conf: detections scoring below this are not counted (ultralytics' 0.25).
-        iou: a detection and a ground-truth box pair when their IoU exceeds this (ultralytics' 0.45).
+        conf: detections scoring below this are not counted.
+        iou: a detection and a ground-truth box pair when their IoU exceeds this.
     """
     cat_ids = sorted(coco_gt.getCatIds())
     class_of = {c: k for k, c in enumerate(cat_ids)}

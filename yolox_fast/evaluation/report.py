@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data import read_image
 from ..files.atomic import atomic_write
+from ..ops.postprocess import PREDICT_CONF
 from .coco import STAT_NAMES
 from .confusion import confusion_matrix, xyxy_of
 from .per_class import ClassMetrics, per_class_metrics, run_cocoeval
@@ -44,8 +45,8 @@ from .plots import (
     write_image,
 )
 
-#: Score threshold of the confusion matrix and of the boxes drawn on the example images (ultralytics' 0.25).
-SHOW_CONF = 0.25
+#: Score threshold of the confusion matrix and of the boxes drawn on the example images: what predict shows.
+SHOW_CONF = PREDICT_CONF
 
 
 def _write_text(path: Path, text: str) -> None:
