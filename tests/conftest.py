@@ -18,6 +18,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def coco128(shared_data) -> tuple[Path, Path]:
+    """``(image folder, annotation file)`` of coco128; skips the test when it is absent."""
+    image_dir = shared_data / "coco128" / "train2017"
+    ann_file = shared_data / "coco128" / "annotations" / "instances_train2017.json"
+    if not (image_dir.is_dir() and ann_file.is_file()):
+        pytest.skip(f"coco128 not found under {shared_data}")
+    return image_dir, ann_file
+
+
 #: The demo photos the deployment tests run on (``../shared/data/images/<name>.jpg``).
 DEMO_PHOTOS = ("dog", "horses", "kite")
 

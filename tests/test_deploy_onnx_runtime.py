@@ -108,9 +108,9 @@ def test_coco128_ap_of_onnx_equals_pytorch(nano_model, shared_data, tmp_path):
         onnx_ap = evaluator.evaluate(OnnxModel(path, device="cpu"))["AP"]
         assert abs(onnx_ap - torch_ap) <= 1e-3, (path.name, onnx_ap, torch_ap)
 
-    # the command line gives the same figure
+    # the command line gives the same figure (its run folder runs/val/exp goes into tmp_path)
     proc = subprocess.run([sys.executable, "-m", "yolox_fast.eval", "--onnx", str(nms_path), "--images", str(images),
-                           "--ann", str(ann)], capture_output=True, text=True, timeout=600)
+                           "--ann", str(ann)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if x.startswith("AP50:95"))
     assert abs(float(line.split()[1]) - torch_ap) <= 1e-3

@@ -56,27 +56,37 @@ def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
     assert "missing.json" in capsys.readouterr().err
 
 
-def test_yolo_format_folder(tmp_path, monkeypatch):
-    """A YOLO folder made from the synthetic set: images/{train,val}, labels/{train,val}, classes.txt, given
-    as a relative --yolo-dir (issue 9.7: the validation json named ``yolo/images/val/yolo/images/val/...``)."""
+def synthetic_as_yolo(tmp_path, flat=False):
+    """The synthetic set as a YOLO folder ``tmp_path/yolo`` with classes.txt: images/{train,val} +
+    labels/{train,val}, or (``flat``) its training images alone in images/ + labels/. Returns the synthetic info."""
     from yolox_fast.data import COCODetection, make_synthetic_dataset
 
     info = make_synthetic_dataset(tmp_path / "cache", num_train=8, num_val=4, image_size=64)
     root = tmp_path / "yolo"
-    for split, images, ann in (("train", info["train_images"], info["train_ann"]),
-                               ("val", info["val_images"], info["val_ann"])):
+    splits = (("train", info["train_images"], info["train_ann"]),) if flat else (
+        ("train", info["train_images"], info["train_ann"]), ("val", info["val_images"], info["val_ann"]))
+    for split, images, ann in splits:
         coco = COCODetection(images, ann)
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
+        image_out = root / "images" / ("" if flat else split)
+        label_out = root / "labels" / ("" if flat else split)
+        image_out.mkdir(parents=True)
+        label_out.mkdir(parents=True)
         for i in range(len(coco)):
             img, targets, _ = coco.load(i)
             src = Path(coco.image_path(i))
-            shutil.copy(src, root / "images" / split / src.name)
+            shutil.copy(src, image_out / src.name)
             h, w = img.shape[:2]
             lines = [f"{int(c)} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}"
                      for x1, y1, x2, y2, c in targets.tolist()]
-            (root / "labels" / split / f"{src.stem}.txt").write_text("\n".join(lines) + "\n")
+            (label_out / f"{src.stem}.txt").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("\n".join(info["class_names"]) + "\n")
+    return info
+
+
+def test_yolo_format_folder(tmp_path, monkeypatch):
+    """A YOLO folder made from the synthetic set: images/{train,val}, labels/{train,val}, classes.txt, given
+    as a relative --yolo-dir (issue 9.7: the validation json named ``yolo/images/val/yolo/images/val/...``)."""
+    info = synthetic_as_yolo(tmp_path)
     out = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     result = run(["--yolo-dir", "yolo", "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
@@ -85,6 +95,53 @@ def test_yolo_format_folder(tmp_path, monkeypatch):
     val = json.loads((out / "val_coco.json").read_text())
     assert len(val["images"]) == 4 and [c["name"] for c in val["categories"]] == info["class_names"]
     assert result["last_metrics"] is not None and rows(out / "results.csv")[0]["AP"] != ""
+
+
+def test_flat_yolo_folder_trains_without_validation(tmp_path, capsys):
+    """The flat layout docs/training.md shows for --yolo-dir (images/ + labels/, no split folders): a training
+    split, no validation (issue 17.1: it was refused with "expected one of images/train, train/images")."""
+    info = synthetic_as_yolo(tmp_path, flat=True)
+    out = tmp_path / "run"
+    result = run(["--yolo-dir", str(tmp_path / "yolo"), "--model", "yolox-nano", "--output-dir", str(out),
+                  "--epochs", "1", "--no-aug-epochs", "0", *TINY])
+    assert result["epochs_done"] == 1 and result["last_metrics"] is None
+    assert read_train_state(out / "latest.pt")["class_names"] == info["class_names"]
+    assert "no validation set" in capsys.readouterr().out
+
+
+def test_ultralytics_data_yaml_trains_with_visual_checks_and_a_validation_folder(tmp_path, shared_data):
+    """Issue 17.1, 17.2, 17.7: ``--data data.yaml`` (ultralytics layout: names as a map, images/<split> and
+    labels/<split>) trains with no conversion; the run folder gets labels.png, the first augmented batches with
+    their boxes, and the final evaluation's folder (per-class table, curves, confusion matrix, detections)."""
+    import cv2
+    from ultralytics_layout import coco_subset_as_ultralytics
+
+    coco128 = shared_data / "coco128"
+    if not (coco128 / "annotations" / "instances_train2017.json").is_file():
+        pytest.skip(f"coco128 not found under {coco128}")
+    data_yaml, labels_json, _ = coco_subset_as_ultralytics(
+        coco128 / "train2017", coco128 / "annotations" / "instances_train2017.json", tmp_path / "ds", 8)
+    out = tmp_path / "run"
+    result = run(["--data", str(data_yaml), "--model", "yolox-nano", "--output-dir", str(out), "--epochs", "1",
+                  "--no-aug-epochs", "0", "--img-size", "96", "--batch-size", "4", "--workers", "0",
+                  "--no-progress", "--no-tensorboard"])
+    categories = json.loads(labels_json.read_text())["categories"]
+    names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    assert read_train_state(out / "latest.pt")["class_names"] == names
+    assert len(json.loads((out / "val_coco.json").read_text())["images"]) == 8
+    assert result["last_metrics"] is not None
+    val = result["validation_dir"]
+    assert val == out / "val"
+    for name in ("metrics.json", "per_class.csv", "PR_curve.png", "F1_curve.png", "confusion_matrix.png",
+                 "confusion_matrix.csv", "predictions.json"):
+        assert (val / name).stat().st_size > 0, name
+    assert json.loads((val / "metrics.json").read_text())["AP"] == pytest.approx(result["last_metrics"]["AP"])
+    labels_png = cv2.imread(str(out / "labels.png"))
+    assert labels_png is not None and labels_png.shape[0] >= 500
+    batches = sorted(p.name for p in out.glob("train_batch*.jpg"))
+    assert batches == ["train_batch0.jpg", "train_batch1.jpg"]  # 8 images, batch 4: two batches in the run
+    grid = cv2.imread(str(out / "train_batch0.jpg"))
+    assert grid.shape[:2] == (2 * 96, 2 * 96)  # 4 images of 96 px, 2 x 2
 
 
 def test_few_iterations_on_real_coco128_images(tmp_path, shared_data):

@@ -171,6 +171,8 @@ def test_phases_evaluation_best_and_records(tmp_path):
         "results.png",
         "tensorboard",
         "train.log",
+        "train_batch0.jpg",  # the first batches as the model got them (2 per epoch here)
+        "train_batch1.jpg",
     ]
     assert read_train_state(tmp_path / "last_mosaic_epoch.pt")["epoch"] == 2
     assert any((tmp_path / "tensorboard").iterdir())
@@ -345,3 +347,30 @@ def test_start_line_gives_parameters_and_gflops(tmp_path):
     want = model_summary(unwrap(trainer.model), 96)
     log = (tmp_path / "train.log").read_text()
     assert f"yolox-nano ({want.describe()}, 2 classes)" in log and "GFLOPs at 96x96" in log
+
+
+def test_patience_stops_when_the_ap_has_not_improved_and_keeps_the_best(tmp_path):
+    """--patience 2: the 2nd evaluation in a row without a better AP ends the run; best.pt is the best epoch's,
+    and the count survives a resume (it is in the checkpoint). (Without --patience the other tests run every epoch
+    whatever the AP does.)"""
+    aps = [0.3, 0.2, 0.25, 0.5]
+
+    def scripted(model):  # the AP after each epoch; the trainer only compares them
+        scripted.calls += 1
+        return {"AP": aps[scripted.calls - 1], "AP50": 0.5, "AP75": 0.2}
+
+    def config(name, **kw):  # one step per epoch
+        return tiny_config(tmp_path / name, epochs=4, batch_size=8, multiscale=False, **kw)
+
+    scripted.calls = 0
+    _, result = run(config("run", patience=2), evaluate=scripted)
+    assert result["stopped_early"] == 3 and result["epochs_done"] == 3 and scripted.calls == 3
+    assert read_train_state(result["best_checkpoint"])["epoch"] == 1 and result["best_ap"] == 0.3
+    assert read_train_state(result["checkpoint"])["evals_without_improvement"] == 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "early stopping after epoch 3: the AP has not improved for 2 evaluations" in log
+
+    scripted.calls = 0  # stopped after epoch 2 (one evaluation without improvement), resumed: stops after 3
+    run(config("resumed", patience=2), stop_after=2, evaluate=scripted)
+    _, result = run(config("resumed", patience=2), resume_from=tmp_path / "resumed" / "latest.pt", evaluate=scripted)
+    assert result["stopped_early"] == 3 and scripted.calls == 3

@@ -5,9 +5,12 @@
 
 Takes official checkpoints (``{"model": state_dict}``) and yolox_fast training checkpoints (their EMA
 weights when present, unless ``--no-ema``), evaluated at the size the checkpoint was trained at (the
-model's 416 or 640 for official weights) unless ``--img-size`` says otherwise. Prints the per-class AP
-table, pycocotools' summary and the main numbers. Exit status: 0 on success, 1 when the evaluation fails
-(the message says why), 2 on bad arguments.
+model's 416 or 640 for official weights) unless ``--img-size`` says otherwise. Data: a COCO json with its
+images, or YOLO-format data (``--data data.yaml`` in the ultralytics layout, or a YOLO folder; ``--split``).
+Prints the per-class table, pycocotools' summary and the main numbers, and writes them with the curves, the
+confusion matrix, the detections and example images into a new run folder ``runs/val/<name>N``
+(:mod:`yolox_fast.evaluation.report`; ``--no-save``: none). Exit status: 0 on success, 1 when the
+evaluation fails (the message says why), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="yolox-nano, -tiny, -s, -m, -l or -x (default: inferred from the checkpoint)")
     parser.add_argument("--images", help="folder holding the images named in the annotation file")
     parser.add_argument("--ann", help="COCO instances annotation JSON")
+    parser.add_argument("--data", help="YOLO-format data instead of --images/--ann: a data.yaml (ultralytics layout) "
+                                       "or a YOLO folder (images/<split> + labels/<split>)")
+    parser.add_argument("--split", choices=("val", "test", "train"),
+                        help="the split of --data to evaluate (default val)")
+    parser.add_argument("--name", default="exp",
+                        help="run folder runs/val/NAME (numbered NAME2, NAME3, ... when taken; default exp)")
+    parser.add_argument("--no-save", action="store_true",
+                        help="print the numbers only; no run folder (per-class CSV, curves, confusion matrix, ...)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="network input size, a multiple of 32 (default: the size the checkpoint was trained at, "
                              "else the model's 416 or 640; an exported model's own, or any for a --dynamic export)")
@@ -69,10 +81,19 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .ops.anchors import check_input_size
 
-    missing = [flag for flag, value in (("--weights", args.weights or args.onnx), ("--images", args.images),
-                                        ("--ann", args.ann)) if not value]
+    needed = [("--weights", args.weights or args.onnx)]
+    if not args.data:
+        needed += [("--images", args.images), ("--ann", args.ann)]
+    elif args.images or args.ann:
+        parser.error("give the data as --data or as --images and --ann, not both")
+    if args.split and not args.data:
+        parser.error("--split chooses a split of --data; --images/--ann name the split themselves")
+    args.split = args.split or "val"
+    missing = [flag for flag, value in needed if not value]
     if missing:
-        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, for example:\n  {EXAMPLE}")
+        data = "" if args.data else " (or --data data.yaml for YOLO-format data)"
+        parser.error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required{data}, for example:\n"
+                     f"  {EXAMPLE}")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.img_size is not None:
@@ -109,7 +130,14 @@ def _main(argv: list[str]) -> int:
         name, num_classes, which, source = info.model_name, info.num_classes, info.which, args.weights
         size = (args.img_size,) * 2 if args.img_size else info.input_size
         model.to(device)
-    coco = load_coco(args.ann, verbose=args.verbose)
+    if args.data:  # YOLO labels: the split becomes a COCO index (category ids = class indices, absolute file names)
+        from .data.dataset_spec import read_data_yaml, yolo_folder_spec
+
+        spec = yolo_folder_spec(args.data) if Path(args.data).is_dir() else read_data_yaml(args.data)
+        coco, args.images = spec.dataset(args.split).coco, str(spec.root)
+        coco.source = f"{args.data} ({args.split})"
+    else:
+        coco = load_coco(args.ann, verbose=args.verbose)
     image_ids = coco.getImgIds()[: args.max_images] if args.max_images else None
     evaluator = COCOEvaluator(args.images, coco, img_size=size, conf=args.conf, nms=args.iou,
                               batch_size=args.batch_size, class_agnostic=args.class_agnostic,
@@ -122,16 +150,27 @@ def _main(argv: list[str]) -> int:
 
         print(f"model: {model_summary(model, size).describe()}", flush=True)
     start = time.perf_counter()
-    stats = evaluator.evaluate(model, device)
+    detections = evaluator.predict(model, device)
+    inference_s = time.perf_counter() - start
+    stats = evaluator.score(detections)
+    report = None
+    if not args.no_save:
+        from .evaluation.report import claim_eval_run_dir, write_validation_report
+
+        report = write_validation_report(claim_eval_run_dir("runs/val", args.name), evaluator.coco, detections,
+                                         args.images, evaluator.image_ids, evaluator.class_names)
     wall = time.perf_counter() - start
 
-    print(stats["table"])
+    print(report["metrics"].table() if report else stats["table"])
     if not args.verbose:  # verbose mode already showed it
         print(stats["summary"], end="")
     print(f"AP50:95 {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  AP75 {stats['AP75']:.4f}  "
           f"APs {stats['APs']:.4f}  APm {stats['APm']:.4f}  APl {stats['APl']:.4f}")
     print(f"{stats['num_images']} images, {stats['num_detections']} detections, {wall:.1f} s "
-          f"(inference {stats['inference_s']:.1f} s, COCOeval {stats['cocoeval_s']:.1f} s)")
+          f"(inference {inference_s:.1f} s, COCOeval {stats['cocoeval_s']:.1f} s)")
+    if report:
+        print(f"results saved to {report['dir']}: per_class.csv, PR_curve.png, F1_curve.png, confusion_matrix.png, "
+              f"predictions.json, val_examples.jpg")
     return 0
 
 

@@ -5,6 +5,7 @@ Examples::
     python -m yolox_fast.train                       # built-in synthetic dataset, yolox-nano, CPU, minutes
     python -m yolox_fast.train --coco-images train2017 --coco-ann instances_train2017.json \\
         --val-images val2017 --val-ann instances_val2017.json --model yolox-s --batch-size 64
+    python -m yolox_fast.train --data coco128.yaml --model yolox-nano      # ultralytics data.yaml
     python -m yolox_fast.train --yolo-dir my_data --model yolox-tiny --weights yolox_tiny.pth --epochs 50
     python -m yolox_fast.train --resume runs/yolox-s              # continue a stopped run
     torchrun --nproc_per_node 8 -m yolox_fast.train --config my_run.yaml
@@ -78,7 +79,7 @@ def check_output_dir(output_dir: Path, exist_ok: bool) -> None:
 
 #: Settings that name files or folders: made absolute once, here, so that nothing downstream (the YOLO
 #: validation json, a resumed run started from another folder) depends on the working directory.
-PATH_SETTINGS = ("coco_images", "coco_ann", "val_images", "val_ann", "yolo_dir", "weights", "data_cache")
+PATH_SETTINGS = ("coco_images", "coco_ann", "val_images", "val_ann", "yolo_dir", "data", "weights", "data_cache")
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -108,10 +109,11 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
     """Datasets for ``cfg``: ``(cfg with data paths filled, training set, class names, val (images, json) or None)``.
 
     No dataset in ``cfg``: the built-in synthetic one (generated once into ``cfg.data_cache``). YOLO
-    data: ``yolo_dir/images/train`` (labels in ``labels/train``), validation from ``images/val`` if
-    present, converted to a COCO json in the run folder for pycocotools.
+    data (a ``data.yaml`` or a YOLO folder, :mod:`yolox_fast.data.dataset_spec`): its train split, and its
+    val split if there is one, converted to a COCO json in the run folder for pycocotools.
     """
-    from .data import COCODetection, YOLODetection
+    from .data import COCODetection
+    from .data.dataset_spec import read_data_yaml, yolo_folder_spec
 
     if not cfg.has_data():
         from .data import make_synthetic_dataset
@@ -130,41 +132,26 @@ def prepare_data(cfg: TrainConfig, ctx: dist_utils.DistContext, log=print):
         train = COCODetection(cfg.coco_images, cfg.coco_ann, cache_images=cfg.cache_images, bad_images=bad_images)
         val = (cfg.val_images, cfg.val_ann) if cfg.val_images else None
         return cfg, train, list(train.class_names), val
-    root = Path(cfg.yolo_dir)
-    train_dir = first_existing(root, YOLO_TRAIN_DIRS)
-    if train_dir is None:
-        raise FileNotFoundError(f"--yolo-dir {root}: no training images; expected one of "
-                                f"{', '.join(YOLO_TRAIN_DIRS)} (labels in the matching labels/ folder)")
+    spec = read_data_yaml(cfg.data) if cfg.data else yolo_folder_spec(cfg.yolo_dir)
     names = cfg.class_names
     if names and len(names) == 1 and Path(names[0]).is_file():  # --class-names classes.txt
         names = names[0]
-    train = YOLODetection(train_dir, class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
-    val_dir = first_existing(root, YOLO_VAL_DIRS)
+    train = spec.dataset("train", class_names=names, cache_images=cfg.cache_images, bad_images=bad_images)
     val = None
-    if val_dir is not None:
+    if spec.has_split("val"):
         ann = Path(cfg.output_dir) / "val_coco.json"
         if ctx.is_main:  # pycocotools evaluates against a COCO json: write the validation labels as one
-            val_set = YOLODetection(val_dir, class_names=list(train.class_names))
+            val_set = spec.dataset("val", class_names=list(train.class_names))
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.write_text(json.dumps(val_set.to_coco_dict()))
         dist_utils.barrier()
-        val = (str(val_dir), str(ann))
+        val = (str(spec.root), str(ann))  # the json names every image by its absolute path
     return cfg, train, list(train.class_names), val
 
 
-YOLO_TRAIN_DIRS = ("images/train", "train/images")
-YOLO_VAL_DIRS = ("images/val", "val/images", "valid/images")
-
-
-def first_existing(root: Path, candidates) -> Path | None:
-    for c in candidates:
-        if (root / c).is_dir():
-            return root / c
-    return None
-
-
 def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistContext):
-    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None.
+    """``evaluate(model) -> metrics`` with pycocotools on the validation set (rank 0 only), or None; it keeps
+    the last evaluation's detections for the validation folder written after training (``write_report``).
 
     The :class:`~yolox_fast.evaluation.coco.COCOEvaluator` is built once, so a missing validation image
     or a class-count mismatch fails before the first epoch, not after it.
@@ -172,10 +159,11 @@ def make_evaluator(cfg: TrainConfig, val, class_names, ctx: dist_utils.DistConte
     if val is None or not ctx.is_main:
         return None
     from .evaluation.coco import COCOEvaluator
+    from .evaluation.report import EvaluatorKeepingDetections
 
     evaluator = COCOEvaluator(val[0], val[1], img_size=cfg.test_size, conf=cfg.test_conf, nms=cfg.nms,
                               batch_size=cfg.eval_batch_size, class_names=class_names, progress=cfg.progress)
-    return lambda model: evaluator.evaluate(model, ctx.device)
+    return EvaluatorKeepingDetections(evaluator, ctx.device)
 
 
 def make_train_set(cfg: TrainConfig, base):
@@ -204,17 +192,25 @@ def run(argv: list[str] | None = None) -> dict:
             chosen = str(next_free_dir(default)) if ctx.is_main else None
             cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
-        trainer = Trainer(cfg, make_train_set(cfg, base), class_names,
-                          evaluate=make_evaluator(cfg, val, class_names, ctx), ctx=ctx,
+        if ctx.is_main and resume_path is None:  # look at the labels before training on them
+            from .engine.visual_checks import plot_label_distribution
+
+            plot_label_distribution(*base.boxes_xywhn(), class_names, Path(cfg.output_dir) / "labels.png")
+        evaluate = make_evaluator(cfg, val, class_names, ctx)
+        trainer = Trainer(cfg, make_train_set(cfg, base), class_names, evaluate=evaluate, ctx=ctx,
                           resume_from=resume_path, checkpoint=checkpoint)
         checkpoint = None  # the trainer holds what it needs; do not keep a second copy for the whole run
         if val is None:
-            trainer.log("no validation set (--val-images/--val-ann): no mAP, no best.pt")
+            trainer.log("no validation set (--val-images/--val-ann, or a val split in --data/--yolo-dir): "
+                        "no mAP, no best.pt")
         try:
             result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         except KeyboardInterrupt:
             trainer.log(interrupted_message(trainer))
             raise
+        if evaluate is not None:  # the final evaluation explained: per-class table, curves, confusion matrix, ...
+            report = evaluate.write_report(Path(cfg.output_dir) / "val")
+            result["validation_dir"] = report["dir"] if report else None
         if ctx.is_main:
             print_summary(result)
         return result
@@ -239,10 +235,15 @@ def print_summary(result: dict) -> None:
         last = result["last_metrics"] or {}
         lines.append(f"  best AP50:95 {result['best_ap']:.4f}; last AP50:95 {last.get('AP', float('nan')):.4f}, "
                      f"AP50 {last.get('AP50', float('nan')):.4f}")
+    if result.get("stopped_early"):
+        lines.append(f"  stopped early after epoch {result['stopped_early']} (--patience): no better AP")
     lines.append(f"  checkpoint: {result['checkpoint']}")
     if result["best_checkpoint"]:
         lines.append(f"  best:       {result['best_checkpoint']}")
     lines.append(f"  results:    {result['results_csv']}")
+    if result.get("validation_dir"):
+        lines.append(f"  validation: {result['validation_dir']} (last evaluation: per-class table, curves, "
+                     "confusion matrix, examples)")
     if result["plot"]:
         lines.append(f"  plot:       {result['plot']}")
     lines.append(f"  tensorboard --logdir {Path(result['output_dir']) / 'tensorboard'}")

@@ -175,6 +175,20 @@ class DetectionDataset(torch.utils.data.Dataset):
         """float32 ``[N, 5]`` = ``(x1, y1, x2, y2, class_index)`` in pixels of image ``i``."""
         return self._targets(self.records[i], *self.image_size(i))
 
+    def boxes_xywhn(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every box of the dataset: ``(classes [N] int64, boxes [N, 4] float32)``, boxes as centre x, centre y,
+        width, height in fractions of their image. Decodes only images of pixel boxes whose size is unknown."""
+        classes, boxes = [], []
+        for i, record in enumerate(self.records):
+            xyxy = record.boxes
+            if not record.normalized and len(xyxy):
+                height, width = self.image_size(i)
+                xyxy = xyxy / np.array([width, height, width, height], dtype=np.float32)
+            boxes.append(np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1))
+            classes.append(record.classes)
+        return (np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64),
+                np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32))
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """``(img BGR uint8 [H, W, 3], targets float32 [N, 5] = (x1, y1, x2, y2, class_index) pixels, image_id)``."""
         record = self.records[i]
@@ -467,6 +481,10 @@ class YOLODetection(DetectionDataset):
         labels_dir: folder of the label files, mirroring ``images_dir``'s layout. Default: the last
             ``images`` part of the path replaced by ``labels`` (``ds/images/train`` -> ``ds/labels/train``),
             or ``images_dir`` itself when no part is named ``images``.
+        image_files: instead of ``images_dir``: the image files themselves (an ultralytics split given as
+            several folders or a ``.txt`` list; see :mod:`yolox_fast.data.dataset_spec`), taken in the order
+            given; each one's labels are found by the same rule applied to its own folder.
+        source: what to call the dataset in the report (default: the images folder).
         class_names: a list of names, or the path of a names file (one name per line, or a YAML file with
             ``names``). Default: the first of ``classes.txt``, ``obj.names``, ``data.yaml`` found in the labels
             folder, the images folder, their parents or the dataset root (the folder holding ``images/``);
@@ -479,25 +497,40 @@ class YOLODetection(DetectionDataset):
     image's index. Malformed lines raise ``ValueError("path:line: ...")``.
     """
 
-    def __init__(self, images_dir, labels_dir=None, class_names=None, cache_images: bool = False,
-                 bad_images: str = "error"):
+    def __init__(self, images_dir=None, labels_dir=None, class_names=None, cache_images: bool = False,
+                 bad_images: str = "error", image_files=None, source: str | None = None):
         self._set_bad_image_policy(bad_images)
-        self.images_dir = Path(images_dir)
-        if not self.images_dir.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.images_dir}")
-        self.labels_dir = Path(labels_dir) if labels_dir is not None else _labels_dir_for(self.images_dir)
-        self.report = DataReport(str(self.images_dir))
-        image_paths = sorted(p for p in self.images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not image_paths:
-            raise ValueError(f"{self.images_dir}: the dataset has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        if (images_dir is None) == (image_files is None):
+            raise ValueError("give either images_dir or image_files")
+        if image_files is not None and labels_dir is not None:
+            raise ValueError("labels_dir goes with images_dir; with image_files each image's labels are found "
+                             "from its own path")
+        if image_files is not None:
+            image_paths = [Path(p) for p in image_files]
+            if not image_paths:
+                raise ValueError(f"{source or 'image_files'}: the dataset has no images (the list is empty)")
+            # Names files are looked for around the images' common folder and its labels folder.
+            self.images_dir = Path(os.path.commonpath([p.parent for p in image_paths]))
+            self.labels_dir = _labels_dir_for(self.images_dir)
+            label_paths = [_labels_dir_for(p.parent) / p.with_suffix(".txt").name for p in image_paths]
+        else:
+            self.images_dir = Path(images_dir)
+            if not self.images_dir.is_dir():
+                raise FileNotFoundError(f"image folder not found: {self.images_dir}")
+            self.labels_dir = Path(labels_dir) if labels_dir is not None else _labels_dir_for(self.images_dir)
+            image_paths = sorted(p for p in self.images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not image_paths:
+                raise ValueError(
+                    f"{self.images_dir}: the dataset has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+            label_paths = [self.labels_dir / p.relative_to(self.images_dir).with_suffix(".txt") for p in image_paths]
+        self.report = DataReport(source or str(self.images_dir))
 
         names = self._resolve_names(class_names)
         self.records = []
         max_class = -1
-        for index, image_path in enumerate(image_paths):
+        for index, (image_path, label_path) in enumerate(zip(image_paths, label_paths, strict=True)):
             if self._skipped_as_bad(image_path, f"image {index}"):
                 continue
-            label_path = self.labels_dir / image_path.relative_to(self.images_dir).with_suffix(".txt")
             if not label_path.is_file():
                 self.report.add("label_file_missing", f"{image_path} (no {label_path})")
                 boxes, classes = [], []
@@ -511,8 +544,10 @@ class YOLODetection(DetectionDataset):
                 boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes=np.asarray(classes, dtype=np.int64),
             ))
         if self.records and self.report["label_file_missing"] == len(self.records):
+            hint = ("pass labels_dir=..." if image_files is None else
+                    "each image's labels are its path with the last images/ folder replaced by labels/, as .txt")
             raise ValueError(f"no label files found for any of the {len(self.records)} images: looked in "
-                             f"{self.labels_dir} (pass labels_dir=...)")
+                             f"{self.labels_dir if image_files is None else label_paths[0].parent} ({hint})")
         if names is None:
             names = [str(k) for k in range(max_class + 1)] or ["0"]
             logger.warning("%s: no class names given or found; using %s", self.images_dir, names)

@@ -75,7 +75,10 @@ class TrainConfig:
     coco_ann: str | None = _opt(None, _STR, "training instances json (COCO format)")
     val_images: str | None = _opt(None, _STR, "validation images folder (COCO format)")
     val_ann: str | None = _opt(None, _STR, "validation instances json (COCO format)")
-    yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset root: images/{train,val} and labels/{train,val}")
+    data: str | None = _opt(None, _STR, "dataset YAML in the ultralytics layout (path, train, val, names); labels "
+                                        "in labels/ beside images/")
+    yolo_dir: str | None = _opt(None, _STR, "YOLO-format dataset folder: images/{train,val} + labels/{train,val}, or "
+                                            "flat images/ + labels/ (training only)")
     class_names: list[str] | None = _opt(
         None,
         _STR_LIST,
@@ -151,6 +154,7 @@ class TrainConfig:
     test_conf: float = _opt(0.01, _FLOAT, "evaluation score threshold")
     nms: float = _opt(0.65, _FLOAT, "evaluation NMS IoU threshold (--nms is its old name)", flag="--iou")
     eval_batch_size: int = _opt(8, _INT, "evaluation batch size")
+    patience: int = _opt(0, _INT, "stop when the AP has not improved for N evaluations (0: never); best.pt is kept")
 
     # -- run --------------------------------------------------------------------------------------------
     output_dir: str | None = _opt(None, _STR, "run folder (default runs/<model>, numbered if it exists)")
@@ -183,7 +187,7 @@ class TrainConfig:
 
     def has_data(self) -> bool:
         """Whether a training set is named (otherwise the built-in synthetic one is used)."""
-        return bool(self.coco_images or self.coco_ann or self.yolo_dir)
+        return bool(self.coco_images or self.coco_ann or self.yolo_dir or self.data)
 
     def resolved(self) -> TrainConfig:
         """A copy with the preset-dependent ``None`` fields filled in and every value checked."""
@@ -256,8 +260,12 @@ class TrainConfig:
             raise ValueError("COCO data needs both coco_images and coco_ann")
         if bool(self.val_images) != bool(self.val_ann):
             raise ValueError("validation data needs both val_images and val_ann")
-        if self.yolo_dir and self.coco_images:
-            raise ValueError("give either COCO data (coco_images/coco_ann) or yolo_dir, not both")
+        if sum(map(bool, (self.coco_images, self.yolo_dir, self.data))) > 1:
+            raise ValueError("give one dataset: COCO data (coco_images/coco_ann), yolo_dir or data, not several")
+        if self.data and self.class_names:
+            raise ValueError("class_names: the classes of a data YAML are its 'names'")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
 def _parse_bool(value) -> bool:

@@ -7,8 +7,8 @@ This is the trainer's side of a checkpoint file; getting a model out of any chec
 A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` can read (tensors, numbers, strings,
 lists, dicts): ``model`` (raw weights), ``ema`` (averaged weights, or None), ``ema_updates``,
 ``optimizer``, ``scaler``, ``epoch`` (epochs completed), ``iteration`` (steps completed), ``best_ap``,
-``ap``, ``input_size``, ``multiscale_rng``, ``config``, ``class_names``, ``model_name``, ``rng`` (one
-entry per process) and ``format``.
+``best_epoch``, ``evals_without_improvement`` (for ``patience``), ``ap``, ``input_size``, ``multiscale_rng``,
+``config``, ``class_names``, ``model_name``, ``rng`` (one entry per process) and ``format``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ One iteration (as the official trainer): move the batch to the device, resize it
 multiscale input size, set the scheduled learning rate, forward with the loss (AMP on CUDA),
 backward through the grad scaler, step, update the EMA; every ``multiscale_interval`` iterations rank 0
 draws a new input size and broadcasts it. After each epoch: average BatchNorm statistics over ranks,
-write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, add a results.csv row.
+write ``latest.pt``, evaluate the EMA model when due, keep ``best.pt`` by AP, add a results.csv row, stop
+early when the AP has not improved for ``patience`` evaluations. The first batches of a new run are drawn
+(``train_batch0.jpg``, ...: :mod:`yolox_fast.engine.visual_checks`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .ema import ModelEMA, unwrap
 from .lr_schedule import WarmCosineSchedule
 from .optim import build_optimizer
 from .records import LOSS_KEYS, NullRecorder, Recorder, format_duration
+from .visual_checks import DRAWN_BATCHES, draw_training_batch
 
 #: ``evaluate(model) -> {"AP": float, "AP50": float, "AP75": float, "table": str, ...}``
 Evaluator = Callable[[torch.nn.Module], dict]
@@ -241,6 +244,8 @@ class Trainer:
         self.epochs_saved = 0  # epochs done as of the newest latest.pt (what an interrupted run resumes from)
         self.iteration = 0
         self.best_ap = -1.0
+        self.best_epoch = 0  # 1-based epoch of best.pt
+        self.evals_without_improvement = 0  # for --patience
         self.last_table = None
         if resume_from is not None:
             self._resume(resume_from, checkpoint if checkpoint is not None else read_train_state(resume_from))
@@ -337,6 +342,8 @@ class Trainer:
                 "current batch size and dataset; the learning-rate schedule continues from the latter"
             )
         self.best_ap = float(ckpt.get("best_ap", -1.0))
+        self.best_epoch = int(ckpt.get("best_epoch", 0))
+        self.evals_without_improvement = int(ckpt.get("evals_without_improvement", 0))
         # Continue at the size the run had drawn only when it is still one this run's settings can draw:
         # --no-multiscale or another --img-size on resume start from the (new) base size.
         drawn = tuple(ckpt.get("input_size", self.base_size))
@@ -469,6 +476,8 @@ class Trainer:
         window_count, done = 0, 0
         start = time.perf_counter()
         for batch in self.loader:
+            if epoch == 0 and done < DRAWN_BATCHES and self.ctx.is_main:  # as the model gets them, before the step
+                draw_training_batch(batch[0], batch[1], self.class_names, self.output_dir / f"train_batch{done}.jpg")
             losses = self.train_step(batch[0], batch[1])
             # Accumulate on the device; read back (a host sync) only every log_interval iterations.
             step_values = torch.stack([losses[k].detach().to(torch.float64) for k in LOSS_KEYS])
@@ -549,6 +558,8 @@ class Trainer:
             "epoch": epochs_done,
             "iteration": self.iteration,
             "best_ap": self.best_ap,
+            "best_epoch": self.best_epoch,
+            "evals_without_improvement": self.evals_without_improvement,
             "ap": ap,
             "input_size": list(self.input_size),
             "multiscale_rng": (version, list(internal), gauss),
@@ -572,8 +583,12 @@ class Trainer:
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train from ``start_epoch`` to ``cfg.epochs`` (or stop after epoch ``stop_after_epoch``, 1-based).
 
+        With ``cfg.patience`` N > 0, training stops after the N-th evaluation in a row without a better AP (all
+        ranks decide alike: they all get the metrics); ``best.pt`` holds the best model.
+
         Returns ``{"best_ap", "last_metrics", "epochs_done", "output_dir", "checkpoint", "best_checkpoint",
-        "results_csv", "plot"}``.
+        "results_csv", "plot", "stopped_early"}`` (``stopped_early``: the last epoch when patience stopped the
+        run, else None).
         """
         cfg = self.cfg
         if self.ctx.is_main:
@@ -596,7 +611,7 @@ class Trainer:
                      f"clamped to {self.no_aug_epochs} ({self._no_aug_phase()})")
         if self.start_epoch >= cfg.epochs:
             self.log(f"nothing to train: the run has done all its {cfg.epochs} epochs (raise --epochs to go on)")
-        last_metrics = None
+        last_metrics = stopped_early = None
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.epochs):
             stats = self.train_epoch(epoch)
@@ -609,6 +624,10 @@ class Trainer:
                 metrics = self._run_evaluation(epoch)
                 is_best = metrics["AP"] > self.best_ap
                 self.best_ap = max(self.best_ap, metrics["AP"])
+                if is_best:
+                    self.best_epoch, self.evals_without_improvement = epoch + 1, 0
+                else:
+                    self.evals_without_improvement += 1
                 self._save(epoch, metrics["AP"], is_best)
                 last_metrics = metrics
             self.recorder.write_row({"epoch": epoch + 1, **stats, **(metrics or {})})
@@ -618,6 +637,12 @@ class Trainer:
                 f"{stats['total_loss']:.3f}, {stats['images_per_s']:.1f} img/s"
                 + (f", AP {metrics['AP']:.4f} (best {self.best_ap:.4f})" if metrics else "")
             )
+            if metrics and cfg.patience and self.evals_without_improvement >= cfg.patience:
+                stopped_early = epoch + 1
+                self.log(f"early stopping after epoch {epoch + 1}: the AP has not improved for {cfg.patience} "
+                         f"evaluations (--patience {cfg.patience}); best AP50:95 {self.best_ap:.4f} after epoch "
+                         f"{self.best_epoch}, kept in {self.output_dir / 'best.pt'}")
+                break
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         dist_utils.barrier()
@@ -634,6 +659,7 @@ class Trainer:
             "best_checkpoint": best if best.is_file() else None,
             "results_csv": self.recorder.csv_path,
             "plot": plot,
+            "stopped_early": stopped_early,
         }
         return result
 
