@@ -15,6 +15,8 @@ from test_engine_trainer import one_thread  # noqa: F401, I001  (autouse fixture
 from yolox_fast.engine.train_state import read_train_state
 from yolox_fast.train import main, run
 
+REPO = Path(__file__).resolve().parents[1]
+
 # Tiny everything: 8 synthetic 64-px training images, 2 steps per epoch.
 TINY = ["--synthetic-train", "8", "--synthetic-val", "4", "--synthetic-size", "64", "--img-size", "64",
         "--batch-size", "4", "--workers", "0", "--no-progress", "--no-tensorboard", "--log-interval", "1"]
@@ -208,40 +210,77 @@ def test_output_dir_of_an_earlier_run_is_refused(tmp_path, capsys):
     assert read_train_state(out / "latest.pt")["epoch"] == 1
 
 
-def test_default_output_dir_takes_the_next_free_name(tmp_path):
-    """Issue 9.2: without --output-dir the run takes runs/<name>-N; a folder left by a run that crashed
-    before its first checkpoint (only train.log) is taken too."""
-    from yolox_fast.train import next_free_dir
-
-    (tmp_path / "yolox-s").mkdir()
-    (tmp_path / "yolox-s" / "train.log").write_text("crashed early\n")
-    (tmp_path / "yolox-s-2").mkdir()  # empty: free
-    assert next_free_dir(tmp_path / "yolox-s") == tmp_path / "yolox-s-2"
-    (tmp_path / "yolox-s-2" / "val_coco.json").write_text("{}")
-    assert next_free_dir(tmp_path / "yolox-s") == tmp_path / "yolox-s-3"
-    assert next_free_dir(tmp_path / "new") == tmp_path / "new"
+def start_training(args, cwd, env=None):
+    cmd = [sys.executable, "-m", "yolox_fast.train", *TINY, *map(str, args)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
 
 
-def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
-    """Issue 9.10: Ctrl-C before the first checkpoint used to advise --resume, which then failed."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "yolox_fast.train", *TINY, "--synthetic-train", "64", "--batch-size", "2",
-           "--data-cache", str(tmp_path / "cache"), "--output-dir", str(out), "--epochs", "1",
-           "--no-aug-epochs", "0"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=Path(__file__).resolve().parents[1])
+def stop_at(proc, marker: str, sig) -> tuple[str, str]:
+    """Read ``proc``'s output until a line holds ``marker``, send ``sig``; returns (stdout, stderr)."""
     lines = []
-    for line in proc.stdout:  # wait for the first iteration of 32, then press Ctrl-C
+    for line in proc.stdout:
         lines.append(line)
-        if "iter 1/32" in line:
-            proc.send_signal(signal.SIGINT)
+        if marker in line:
+            proc.send_signal(sig)
             break
-    rest, err = proc.communicate(timeout=120)
-    printed = "".join(lines) + rest
+    rest, err = proc.communicate(timeout=300)
+    return "".join(lines) + rest, err
+
+
+def test_trainings_started_together_never_share_a_run_folder(tmp_path):
+    """Issue 18.1: runs started at the same moment all wrote into runs/yolox-nano (an empty folder counted as
+    free). Now each claims its own runs/train/<name>N atomically."""
+    from yolox_fast.data import make_synthetic_dataset
+
+    cache = tmp_path / "cache"
+    make_synthetic_dataset(cache, num_train=8, num_val=4, image_size=64)  # generated once, read by both
+    args = ["--data-cache", cache, "--epochs", "1", "--no-aug-epochs", "0", "--synthetic-train", "8"]
+    procs = [start_training(args, cwd=tmp_path) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    runs = sorted((tmp_path / "runs" / "train").iterdir())
+    assert [r.name for r in runs] == ["synthetic-yolox-nano", "synthetic-yolox-nano2"]
+    for run_dir in runs:
+        log = (run_dir / "train.log").read_text()
+        assert log.count("M parameters") == 1, log  # one start-up per log
+        assert load_checkpoint(run_dir / "latest.pt")["epoch"] == 1
+
+
+def test_sigterm_mid_epoch_saves_a_resumable_checkpoint_of_that_step(tmp_path):
+    """Issue 18.2: SIGTERM (a scheduler, ``timeout``, ``docker stop``) exited 143 with nothing said and nothing
+    saved. Now it stops after the step in progress, saves latest.pt as of that step, says how to resume, and the
+    resumed run goes on from the next batch instead of redoing the epoch."""
+    out = tmp_path / "run"
+    proc = start_training(["--synthetic-train", "64", "--batch-size", "2", "--data-cache", tmp_path / "cache",
+                           "--output-dir", out, "--epochs", "1", "--no-aug-epochs", "0"], cwd=tmp_path)
+    printed, err = stop_at(proc, "iter 3/32", signal.SIGTERM)
+    assert proc.returncode == 143, (printed, err)
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    ckpt = load_checkpoint(out / "latest.pt")
+    done = ckpt["epoch_batches_done"]
+    assert ckpt["epoch"] == 0 and 3 <= done < 32 and ckpt["iteration"] == done
+    message = f"stopped by SIGTERM; latest.pt holds the state after batch {done} of 32 of epoch 1"
+    assert message in printed and message in (out / "train.log").read_text()
+    assert f"--resume {out}" in printed
+
+    result = run(["--resume", str(out), "--no-progress"])
+    ckpt = load_checkpoint(out / "latest.pt")
+    assert result["epochs_done"] == 1 and ckpt["epoch"] == 1 and ckpt["epoch_batches_done"] == 0
+    assert ckpt["iteration"] == 32  # the remaining 32 - done batches, not the whole epoch again
+    assert f"at epoch 1, batch {done + 1} of 32" in (out / "train.log").read_text()
+
+
+def test_ctrl_c_mid_epoch_also_keeps_that_step(tmp_path):
+    """Ctrl-C gets what SIGTERM gets (issue 9.10 had Ctrl-C in the first epoch leave nothing to resume)."""
+    out = tmp_path / "run"
+    proc = start_training(["--synthetic-train", "64", "--batch-size", "2", "--data-cache", tmp_path / "cache",
+                           "--output-dir", out, "--epochs", "1", "--no-aug-epochs", "0"], cwd=tmp_path)
+    printed, err = stop_at(proc, "iter 1/32", signal.SIGINT)
     assert proc.returncode == 130, (printed, err)
-    assert "nothing to resume" in printed and "--resume" not in printed + err and "Traceback" not in err
-    assert not (out / "latest.pt").exists()
+    assert "interrupted; latest.pt holds the state after batch" in printed and "Traceback" not in err
+    assert 1 <= load_checkpoint(out / "latest.pt")["epoch_batches_done"] < 32
 
 
 def test_validation_split_without_boxes_fails_at_start_up(tmp_path, capsys):

@@ -3,7 +3,9 @@
 * bad usage or bad input (a missing or unreadable file, a wrong model name, a malformed annotation, a
   checkpoint that does not fit): one line ``prog: error: ...`` on stderr, exit status 2;
 * a failure while running (anything else that goes wrong): one line, exit status 1;
-* Ctrl-C: one line, exit status 130;
+* Ctrl-C: one line, exit status 130; SIGTERM (``kill``, ``timeout``, ``docker stop``, a scheduler's
+  pre-emption) gets the same clean stop (every ``finally`` runs: partial videos are closed playable, results
+  so far are written) with exit status 143;
 * ``--debug`` on any command shows the full traceback instead.
 
 A command writes ``def main(argv=None) -> int`` as ``return run_cli(PROG, _main, argv)``; ``_main``
@@ -13,11 +15,54 @@ raises :class:`UsageError` (or the input errors below) for bad input and returns
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
-#: Exit statuses.
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit statuses (130 and 143 are the shells' 128 + SIGINT and 128 + SIGTERM).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises ``KeyboardInterrupt``, so that a command stops the
+    same clean way (a subclass: every ``except KeyboardInterrupt`` clean-up handles it too)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (no-op in other threads)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def prefer_passive_openmp_waits() -> None:
+    """Let OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``), unless the user chose.
+
+    With the default (active) policy a thread that reaches a barrier spins for its partners; on a machine
+    where another process holds a core, the partner is descheduled and the spinning thread burns the core
+    it needs: the yolox-nano training step ran 4x slower on 2 cores beside one busy process (issue 18.8,
+    figures in docs/benchmarks.md). Passive waits cost nothing measurable on an idle machine. OpenMP reads
+    the variable once, when torch loads it, so this runs when this module is imported: every command
+    imports it before anything that imports torch. Without effect when torch is already loaded.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+prefer_passive_openmp_waits()
 
 
 class UsageError(Exception):
@@ -59,12 +104,14 @@ def run_cli(prog: str, main: Callable[[list[str]], int | None], argv: Sequence[s
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        status = main(argv)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            status = main(argv)
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, Terminated)
+        print(f"{prog}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except input_error_types() as exc:
         if debug:
             raise

@@ -7,18 +7,21 @@ Examples::
         --val-images val2017 --val-ann instances_val2017.json --model yolox-s --batch-size 64
     python -m yolox_fast.train --data coco128.yaml --model yolox-nano      # ultralytics data.yaml
     python -m yolox_fast.train --yolo-dir my_data --model yolox-tiny --weights yolox_tiny.pth --epochs 50
-    python -m yolox_fast.train --resume runs/yolox-s              # continue a stopped run
+    python -m yolox_fast.train --resume runs/train/yolox-s        # continue a stopped run
     torchrun --nproc_per_node 8 -m yolox_fast.train --config my_run.yaml
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .cli import add_debug_flag, run_cli
+from .cli import Terminated, add_debug_flag, run_cli
 from .engine import distributed as dist_utils
 from .engine.config import (
     TrainConfig,
@@ -30,8 +33,10 @@ from .engine.config import (
 )
 from .engine.train_state import find_latest_run, read_train_state, resolve_resume_path
 from .engine.trainer import Trainer
+from .files.run_dir import claim_dir, claim_run_dir
 
-RUNS_ROOT = Path("runs")
+#: Runs go to ``RUNS_ROOT/TASK/<model>`` (numbered ``<model>2`` ... when taken; :mod:`yolox_fast.files.run_dir`).
+RUNS_ROOT, TASK = Path("runs"), "train"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "built-in synthetic dataset (a few minutes on a CPU).", epilog=__doc__.split("Examples::")[1])
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings (command-line flags win)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH",
-                        help="continue a run from a checkpoint or run folder (alone: the newest runs/*/latest.pt)")
+                        help="continue a run from a checkpoint or run folder (alone: the newest "
+                             "runs/train/*/latest.pt)")
     parser.add_argument("--stop-after-epoch", type=int, metavar="N",
                         help="stop after epoch N (the schedule still runs to --epochs; resume later)")
     parser.add_argument("--exist-ok", action="store_true",
@@ -56,18 +62,10 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def next_free_dir(base: Path) -> Path:
-    """``base`` if it holds nothing yet, else ``base-2``, ``base-3``, ..."""
-    candidate, n = base, 1
-    while holds_files(candidate) or candidate.is_file():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 def check_output_dir(output_dir: Path, exist_ok: bool) -> None:
     """Refuse an explicit ``--output-dir`` that holds files: a new run would replace an earlier run's
-    checkpoints and records and mix its periodic checkpoints with the old ones."""
+    checkpoints and records and mix its periodic checkpoints with the old ones. (A read-only check every
+    process makes before any writes; :func:`claim_output_dir` then takes the folder atomically.)"""
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output-dir {output_dir} is a file, not a folder")
     if holds_files(output_dir) and not exist_ok:
@@ -75,6 +73,18 @@ def check_output_dir(output_dir: Path, exist_ok: bool) -> None:
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise ValueError(f"--output-dir {output_dir} already holds files ({shown}): continue that run with "
                          f"--resume {output_dir}, write over it with --exist-ok, or choose another folder")
+
+
+def claim_output_dir(cfg: TrainConfig, exist_ok: bool) -> Path:
+    """The run folder, claimed atomically: ``--output-dir`` (created, or taken empty by creating its
+    ``train.log``), else the first free ``runs/train/<model>``, ``<model>2`` ... Two runs started at the same
+    moment never get the same folder: the second fails (a named folder) or takes the next number."""
+    if cfg.output_dir is not None:
+        try:
+            return claim_dir(cfg.output_dir, marker="train.log", exist_ok=exist_ok)
+        except FileExistsError as exc:
+            raise ValueError(f"--output-dir {exc}; choose another folder") from None
+    return claim_run_dir(RUNS_ROOT, TASK, cfg.model if cfg.has_data() else f"synthetic-{cfg.model}")
 
 
 #: Settings that name files or folders: made absolute once, here, so that nothing downstream (the YOLO
@@ -95,7 +105,7 @@ def make_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None, dic
     cli_values = cli_overrides(args)
     resume_path = checkpoint = None
     if args.resume:
-        resume_path = find_latest_run(RUNS_ROOT) if args.resume == "auto" else resolve_resume_path(args.resume)
+        resume_path = find_latest_run(RUNS_ROOT / TASK) if args.resume == "auto" else resolve_resume_path(args.resume)
         # The stopped run's settings, then whatever is given now (more --epochs, another --device, ...).
         checkpoint = read_train_state(resume_path)
         # Settings given now win; those the run derived from a setting given now are derived again.
@@ -187,10 +197,17 @@ def run(argv: list[str] | None = None) -> dict:
     ctx = dist_utils.setup_distributed(cfg.device)
     trainer = None
     try:
-        if cfg.output_dir is None:  # not chosen by the user: the next free runs/<name>[-N]
-            default = RUNS_ROOT / (cfg.model if cfg.has_data() else f"synthetic-{cfg.model}")
-            chosen = str(next_free_dir(default)) if ctx.is_main else None
-            cfg = cfg.updated({"output_dir": dist_utils.broadcast_object(chosen)})
+        if not resuming_in_place:  # rank 0 claims the folder; every process learns the outcome
+            claimed = error = None
+            if ctx.is_main:
+                try:
+                    claimed = str(claim_output_dir(cfg, args.exist_ok))
+                except (OSError, ValueError) as exc:
+                    error = str(exc)
+            claimed, error = dist_utils.broadcast_object((claimed, error))
+            if error is not None:
+                raise ValueError(error)
+            cfg = cfg.updated({"output_dir": claimed})
         cfg, base, class_names, val = prepare_data(cfg, ctx)
         if ctx.is_main and resume_path is None:  # look at the labels before training on them
             from .engine.visual_checks import plot_label_distribution
@@ -204,9 +221,10 @@ def run(argv: list[str] | None = None) -> dict:
             trainer.log("no validation set (--val-images/--val-ann, or a val split in --data/--yolo-dir): "
                         "no mAP, no best.pt")
         try:
-            result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
-        except KeyboardInterrupt:
-            trainer.log(interrupted_message(trainer))
+            with stop_between_steps(trainer):
+                result = trainer.fit(stop_after_epoch=args.stop_after_epoch)
+        except KeyboardInterrupt as exc:
+            trainer.log(interrupted_message(trainer, exc))
             raise
         if evaluate is not None:  # the final evaluation explained: per-class table, curves, confusion matrix, ...
             report = evaluate.write_report(Path(cfg.output_dir) / "val")
@@ -220,13 +238,43 @@ def run(argv: list[str] | None = None) -> dict:
         dist_utils.cleanup_distributed()
 
 
-def interrupted_message(trainer: Trainer) -> str:
-    """What a Ctrl-C leaves: the last checkpoint written (an epoch's end) and how to continue, or nothing."""
+@contextlib.contextmanager
+def stop_between_steps(trainer: Trainer):
+    """Ctrl-C and SIGTERM during training stop it after the step in progress, with ``latest.pt`` saved as of
+    that step (a scheduler's pre-emption does not cost the epoch). A second signal, or one outside the
+    steps (evaluation, start-up), stops at once, as Ctrl-C always did."""
+    def handler(signum, frame):
+        reason = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not trainer.request_stop(reason):
+            raise reason
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(s, handler) for s in signals]
+    try:
+        yield
+    finally:
+        for s, old in zip(signals, previous, strict=True):
+            signal.signal(s, old)
+
+
+def interrupted_message(trainer: Trainer, reason: BaseException | None = None) -> str:
+    """What a stop leaves: the checkpoint written (part-way through an epoch, or an epoch's end) and how to
+    continue, or nothing."""
+    what = "stopped by SIGTERM" if isinstance(reason, Terminated) else "interrupted"
+    resume = f"continue with python -m yolox_fast.train --resume {trainer.output_dir}"
+    if trainer.stopped_at is not None:
+        epoch, batches = trainer.stopped_at
+        where = (f"after batch {batches} of {trainer.iters_per_epoch} of epoch {epoch + 1}" if batches
+                 else f"after epoch {epoch}")
+        return f"{what}; latest.pt holds the state {where}: {resume}"
     if trainer.epochs_saved > 0 and (trainer.output_dir / "latest.pt").is_file():
-        return (f"interrupted; latest.pt holds the state after epoch {trainer.epochs_saved} (the interrupted epoch "
-                f"is redone): continue with python -m yolox_fast.train --resume {trainer.output_dir}")
-    return ("interrupted during the first epoch, before any checkpoint was written: there is nothing to resume; "
-            "start the run again")
+        return (f"{what}; latest.pt holds the state after epoch {trainer.epochs_saved} (the interrupted epoch "
+                f"is redone): {resume}")
+    return (f"{what} before the first step finished, before any checkpoint was written: there is nothing to "
+            "resume; start the run again")
 
 
 def print_summary(result: dict) -> None:

@@ -125,6 +125,18 @@ def choose_amp_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if bf16 else torch.float16
 
 
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose next epoch can start part-way: ``skip`` indices of this process's order
+    for that epoch are left out once (the batches a stopped run already trained on), then it is reset."""
+
+    skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
 def _no_buffer_sync_per_forward() -> dict:
     """DDP keyword: no BatchNorm buffer broadcast before every forward (as the official trainer's
     ``broadcast_buffers=False``); the statistics are averaged after each epoch instead. Recent torch
@@ -243,6 +255,10 @@ class Trainer:
         self.start_epoch = 0
         self.epochs_saved = 0  # epochs done as of the newest latest.pt (what an interrupted run resumes from)
         self.iteration = 0
+        self.resume_batches = 0  # batches of start_epoch a stopped run had done (resumed part-way through)
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, batches done) of a checkpoint saved on a stop
+        self._stop: BaseException | None = None  # raised at the next step boundary (request_stop)
+        self._in_steps = False
         self.best_ap = -1.0
         self.best_epoch = 0  # 1-based epoch of best.pt
         self.evals_without_improvement = 0  # for --patience
@@ -262,7 +278,7 @@ class Trainer:
         if n == 0:
             raise ValueError("the training set is empty")
         # The sampler shuffles with (seed, epoch): the order of an epoch does not depend on RNG state.
-        sampler = DistributedSampler(
+        sampler = ResumableSampler(
             self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True, seed=cfg.seed
         )
         if len(sampler) < self.batch_per_process:
@@ -334,8 +350,12 @@ class Trainer:
         if self.use_amp and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = self.epochs_saved = int(ckpt["epoch"])
+        # A run stopped part-way through an epoch (SIGTERM, Ctrl-C) continues at its next batch, unless the
+        # batch size or the dataset changed the epoch's batches.
+        part = int(ckpt.get("epoch_batches_done", 0))
+        self.resume_batches = part if 0 < part < self.iters_per_epoch else 0
         # The schedule position follows the epoch, as in the official trainer (batch size may have changed).
-        self.iteration = self.start_epoch * self.iters_per_epoch
+        self.iteration = self.start_epoch * self.iters_per_epoch + self.resume_batches
         if int(ckpt["iteration"]) != self.iteration:
             self.log(
                 f"note: {path} stopped at iteration {ckpt['iteration']}, which is {self.iteration} with the "
@@ -362,7 +382,9 @@ class Trainer:
                 "random streams are re-seeded, so augmentation will not repeat the uninterrupted run exactly"
             )
             seed_everything(self.cfg.seed + self.ctx.rank + 1000 * self.start_epoch)
-        self.log(f"resumed from {path} at epoch {self.start_epoch} (best AP so far {max(self.best_ap, 0):.4f})")
+        where = (f"epoch {self.start_epoch + 1}, batch {self.resume_batches + 1} of {self.iters_per_epoch}"
+                 if self.resume_batches else f"epoch {self.start_epoch}")
+        self.log(f"resumed from {path} at {where} (best AP so far {max(self.best_ap, 0):.4f})")
         old_epochs = int((ckpt.get("config") or {}).get("epochs", self.cfg.epochs))
         if old_epochs != self.cfg.epochs:
             self.log(
@@ -401,7 +423,8 @@ class Trainer:
                 unwrap(self.model).head.use_l1 = True
                 self.log(f"epoch {epoch + 1}: no mosaic/mixup from now on, L1 loss on, evaluation every epoch")
             latest = self.output_dir / "latest.pt"
-            if epoch == self.no_aug_start_epoch and self.ctx.is_main and latest.is_file():
+            resumed_part_way = epoch == self.start_epoch and self.resume_batches > 0
+            if epoch == self.no_aug_start_epoch and self.ctx.is_main and latest.is_file() and not resumed_part_way:
                 # As the official trainer: keep the state after the last mosaic epoch, to redo the last phase.
                 copy_checkpoint(latest, self.output_dir / "last_mosaic_epoch.pt")
 
@@ -467,54 +490,97 @@ class Trainer:
         return losses
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch; returns the epoch means of the loss terms (over all ranks) and throughput."""
+        """Train one epoch; returns the epoch means of the loss terms (over all ranks) and throughput.
+
+        A stop asked for with :meth:`request_stop` takes effect after the step in progress: ``latest.pt`` is
+        written as of that step (``epoch_batches_done`` says how far into the epoch) and the exception raised.
+        An epoch resumed part-way starts at the first batch the stopped run had not trained on; its means and
+        throughput cover the batches trained here.
+        """
         self._enter_epoch(epoch)
         self.model.train()
         bar = self.recorder.start_epoch(epoch, self.cfg.epochs, self.iters_per_epoch)
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         window = torch.zeros_like(sums)
         window_count, done = 0, 0
+        if epoch == self.start_epoch and self.resume_batches:
+            done = self.resume_batches
+            self.loader.sampler.skip = done * self.batch_per_process
+            if bar is not None and bar.bar is not None:
+                bar.bar.update(done)
+        first = done
         start = time.perf_counter()
-        for batch in self.loader:
-            if epoch == 0 and done < DRAWN_BATCHES and self.ctx.is_main:  # as the model gets them, before the step
-                draw_training_batch(batch[0], batch[1], self.class_names, self.output_dir / f"train_batch{done}.jpg")
-            losses = self.train_step(batch[0], batch[1])
-            # Accumulate on the device; read back (a host sync) only every log_interval iterations.
-            step_values = torch.stack([losses[k].detach().to(torch.float64) for k in LOSS_KEYS])
-            sums += step_values
-            window += step_values
-            window_count += 1
-            done += 1
-            if bar is not None:
-                bar.tick()
-            if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
-                means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
-                if not np.isfinite(means["total_loss"]) and not self.use_amp:
-                    saved = (f"last good checkpoint: {self.output_dir / 'latest.pt'} (epoch {self.epochs_saved})"
-                             if self.epochs_saved else "no checkpoint was written yet")
-                    raise FloatingPointError(
-                        f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
-                        f"diverged (try a lower --lr-per-image or more --warmup-epochs); {saved}"
-                    )
-                elapsed = time.perf_counter() - start
-                rate = done * self.cfg.batch_size / elapsed
-                remaining = (self.cfg.epochs - epoch) * self.iters_per_epoch - done
-                lr = self.optimizer.param_groups[0]["lr"]
+        self._in_steps = True
+        try:
+            for batch in self.loader:
+                if epoch == 0 and done < DRAWN_BATCHES and self.ctx.is_main:  # as the model gets them, before the step
+                    draw_training_batch(batch[0], batch[1], self.class_names,
+                                        self.output_dir / f"train_batch{done}.jpg")
+                losses = self.train_step(batch[0], batch[1])
+                # Accumulate on the device; read back (a host sync) only every log_interval iterations.
+                step_values = torch.stack([losses[k].detach().to(torch.float64) for k in LOSS_KEYS])
+                sums += step_values
+                window += step_values
+                window_count += 1
+                done += 1
                 if bar is not None:
-                    bar.update(done, means, lr, rate, self.input_size[0], remaining * elapsed / done)
-                self.recorder.scalars({**means, "lr": lr}, self.iteration, "train")
-                window.zero_()
-                window_count = 0
+                    bar.tick()
+                if done % self.cfg.log_interval == 0 or done == self.iters_per_epoch:
+                    means = dict(zip(LOSS_KEYS, (window / window_count).tolist(), strict=False))
+                    if not np.isfinite(means["total_loss"]) and not self.use_amp:
+                        saved = (f"last good checkpoint: {self.output_dir / 'latest.pt'} (epoch {self.epochs_saved})"
+                                 if self.epochs_saved else "no checkpoint was written yet")
+                        raise FloatingPointError(
+                            f"the loss became {means['total_loss']} at epoch {epoch + 1}, iteration {done}: training "
+                            f"diverged (try a lower --lr-per-image or more --warmup-epochs); {saved}"
+                        )
+                    elapsed = time.perf_counter() - start
+                    rate = (done - first) * self.cfg.batch_size / elapsed
+                    remaining = (self.cfg.epochs - epoch) * self.iters_per_epoch - done
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    if bar is not None:
+                        bar.update(done, means, lr, rate, self.input_size[0], remaining * elapsed / (done - first))
+                    self.recorder.scalars({**means, "lr": lr}, self.iteration, "train")
+                    window.zero_()
+                    window_count = 0
+                if self._stop is not None:  # asked between steps: keep this point, then stop
+                    self._save_part_way(epoch, done)
+                    raise self._stop
+        finally:
+            self._in_steps = False
         elapsed = time.perf_counter() - start
         self.recorder.end_epoch()
-        stats = dict(zip(LOSS_KEYS, (sums / max(done, 1)).tolist(), strict=False))
+        stats = dict(zip(LOSS_KEYS, (sums / max(done - first, 1)).tolist(), strict=False))
         stats = dist_utils.all_reduce_mean(stats, self.device)
         stats.update(
             lr=self.optimizer.param_groups[0]["lr"],
-            images_per_s=done * self.cfg.batch_size / elapsed,
+            images_per_s=(done - first) * self.cfg.batch_size / elapsed,
             epoch_time_s=elapsed,
         )
         return stats
+
+    def request_stop(self, reason: BaseException) -> bool:
+        """Ask the run to stop at the next step boundary, raising ``reason`` there after saving ``latest.pt``.
+
+        Returns False when the stop cannot wait for a step boundary (not inside an epoch's steps, a stop
+        already asked for, or several processes, which would have to agree on the step): the caller then
+        raises at once. Safe to call from a signal handler (it only sets a field).
+        """
+        if self._stop is not None or not self._in_steps or self.ctx.is_distributed:
+            return False
+        self._stop = reason
+        return True
+
+    def _save_part_way(self, epoch: int, batches_done: int) -> None:
+        """``latest.pt`` as of ``batches_done`` steps into ``epoch`` (0-based); resuming continues there."""
+        if batches_done >= self.iters_per_epoch:  # the epoch's last step: the epoch-end checkpoint follows
+            batches_done = 0
+            epoch += 1
+        state = self._checkpoint(epoch, None)
+        state["epoch_batches_done"] = batches_done
+        if self.ctx.is_main:
+            save_checkpoint(state, self.output_dir / "latest.pt")
+        self.stopped_at = (epoch, batches_done)
 
     def _run_evaluation(self, epoch: int) -> dict | None:
         """Evaluate on rank 0 (the others wait); every rank gets the metrics, or every rank raises."""
@@ -556,6 +622,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.use_amp else {},
             "epoch": epochs_done,
+            "epoch_batches_done": 0,  # > 0: saved part-way through epoch ``epoch + 1`` (a stop between steps)
             "iteration": self.iteration,
             "best_ap": self.best_ap,
             "best_epoch": self.best_epoch,
