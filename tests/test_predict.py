@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -145,10 +147,11 @@ def test_predict_images_folders_globs(nano_weights, shared_data, tmp_path):
     assert "skipped" in proc.stderr and "broken.jpg" in proc.stderr and "1 of 4 inputs" in proc.stderr
     assert "Traceback" not in proc.stderr
     run = project / "exp"
-    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog_2.jpg", "image_ids.json", "kite.jpg", "labels",
+    # one numbering scheme for every name (files/run_dir.py): dog.jpg, dog2.jpg, as the run folders exp, exp2
+    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog2.jpg", "image_ids.json", "kite.jpg", "labels",
                                                     "predictions.json"]
-    assert sorted(p.name for p in (run / "labels").iterdir()) == ["dog.txt", "dog_2.txt", "kite.txt"]
-    assert cv2.imread(str(run / "dog_2.jpg")).shape == cv2.imread(str(b / "dog.jpg")).shape
+    assert sorted(p.name for p in (run / "labels").iterdir()) == ["dog.txt", "dog2.txt", "kite.txt"]
+    assert cv2.imread(str(run / "dog2.jpg")).shape == cv2.imread(str(b / "dog.jpg")).shape
     line = (run / "labels" / "dog.txt").read_text().splitlines()[0].split()
     assert len(line) == 6 and 0 <= int(line[0]) < 80 and all(0 <= float(v) <= 1 for v in line[1:])
     coco = json.loads((run / "predictions.json").read_text())
@@ -257,3 +260,104 @@ def test_predict_classes_crops_and_drawing_controls(nano_weights, shared_data, t
     original = cv2.imread(str(person))
     changed = lambda img: int((np.abs(img.astype(int) - original.astype(int)).sum(2) > 60).sum())  # noqa: E731
     assert 0 < changed(thin) < changed(drawn) / 3
+
+
+def test_detector_refuses_bad_settings_and_empty_images(nano_weights, detector):
+    """Issue 18.7: conf 1.5 or nms 2 were accepted; a 0x0 array raised ZeroDivisionError."""
+    for kwargs in (dict(conf=1.5), dict(nms=2), dict(conf=-0.1), dict(conf=True), dict(img_size=8192)):
+        with pytest.raises(ValueError, match="conf|nms|img_size"):
+            Detector(nano_weights, **kwargs)
+    with pytest.raises(ValueError, match=r"the image is empty \(0x0 pixels\)"):
+        detector(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_one_bad_frame_does_not_sink_its_batch(detector, shared_data):
+    """Issue 18.3: a frame that fails inside a batch is reported with its source; the others are detected."""
+    from yolox_fast.inference.sources import Frame, Source
+
+    good = read_image(photo(shared_data, "dog"))
+    frames = [Frame(Source("image", "a.jpg"), 0, good), Frame(Source("image", "empty.png"), 0,
+                                                             np.zeros((0, 5, 3), np.uint8)),
+              Frame(Source("image", "c.jpg"), 0, good)]
+    results = list(detector.detect_frames(frames, batch_size=3))
+    assert [r is None for _, r in results] == [False, True, False]
+    assert results[1][0].error.startswith("empty.png: the image is empty")
+    assert len(results[0][1]) == len(results[2][1]) > 0
+
+
+def test_predict_odd_inputs_all_get_results(nano_weights, shared_data, tmp_path):
+    """Issue 18.3 and 18.7: a 2000x1 strip sank the run with an OpenCV assertion; an input without a known suffix
+    was detected and then not written; dog.jpg and dog.png shared an image_id. Outputs follow the umask (18.6)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    dog = read_image(photo(shared_data, "dog"))
+    shutil.copy(photo(shared_data, "dog"), inputs / "dog.jpg")
+    cv2.imwrite(str(inputs / "dog.png"), dog)
+    cv2.imwrite(str(inputs / "strip.png"), np.full((1, 2000, 3), 128, np.uint8))
+    shutil.copy(photo(shared_data, "kite"), tmp_path / "photo")  # a JPEG without a suffix
+    project = tmp_path / "runs"
+    old = os.umask(0o022)
+    try:
+        proc = predict(inputs, tmp_path / "photo", "--weights", nano_weights, "--img-size", "320", "--project",
+                       project, "--save-txt", "--save-json", "--no-progress", "--batch-size", "2")
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    run = project / "exp"
+    assert sorted(p.name for p in run.iterdir()) == ["dog.jpg", "dog.png", "image_ids.json", "labels", "photo.jpg",
+                                                     "predictions.json", "strip.png"]
+    assert cv2.imread(str(run / "strip.png")).shape == (1, 2000, 3)
+    assert sorted(p.name for p in (run / "labels").iterdir()) == ["dog.txt", "dog2.txt", "photo.txt", "strip.txt"]
+    names = json.loads((run / "image_ids.json").read_text())  # dog.jpg and dog.png apart
+    assert sorted(os.path.basename(v) for v in names.values()) == ["dog.jpg", "dog.png", "photo", "strip.png"]
+    for path in (run / "dog.jpg", run / "predictions.json", run / "labels" / "dog.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_predict_onnx_flag_reads_any_file_name_as_onnx(onnx_path, shared_data, tmp_path):
+    """Issue 18.5: ``--onnx model.bin`` was read as a PyTorch checkpoint (by its suffix); the flag decides, then
+    the content."""
+    renamed = tmp_path / "model.bin"
+    shutil.copy(onnx_path, renamed)
+    proc = predict(photo(shared_data, "dog"), "--onnx", renamed, "--project", tmp_path / "runs", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs" / "exp" / "dog.jpg").is_file()
+    assert Detector(renamed).is_onnx  # the API, without a flag: by content
+
+
+def make_video(path, shared_data, frames: int, size=(160, 120)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    assert writer.isOpened()
+    images = [cv2.resize(read_image(photo(shared_data, n)), size) for n in DEMO_PHOTOS]
+    for k in range(frames):
+        writer.write(images[k % len(images)])
+    writer.release()
+
+
+def test_sigterm_leaves_a_playable_video_and_the_results_so_far(nano_weights, shared_data, tmp_path):
+    """Issue 18.2: SIGTERM during predict on a video left a 44-byte mp4 that would not open and no
+    predictions.json. Now it stops as Ctrl-C does: exit 143, the video so far closed and playable, every
+    result so far in predictions.json."""
+    video = tmp_path / "clip.mp4"
+    make_video(video, shared_data, 300)
+    cmd = [sys.executable, "-m", "yolox_fast.predict", str(video), "--weights", str(nano_weights), "--img-size",
+           "160", "--project", str(tmp_path / "runs"), "--save-json", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    seen = 0
+    for line in proc.stdout:
+        seen += "clip.mp4#" in line
+        if seen == 5:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
+    run = tmp_path / "runs" / "exp"
+    cap = cv2.VideoCapture(str(run / "clip.mp4"))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and first.shape == (120, 160, 3) and 5 <= frames < 300
+    rows = json.loads((run / "predictions.json").read_text())
+    labels = json.loads((run / "image_ids.json").read_text())
+    assert rows and all(labels[str(r["image_id"])].startswith(f"{video}#") for r in rows)

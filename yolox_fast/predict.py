@@ -3,15 +3,18 @@
     python -m yolox_fast.predict dog.jpg photos/ "shots/*.png" clip.mp4 --weights yolox_nano.pth
     python -m yolox_fast.predict 0 --onnx yolox_nano.onnx          # camera 0, through ONNX Runtime
 
-Every run writes into a new folder ``--project/--name`` (``runs/predict/exp``, then ``exp2``, ``exp3`` ...):
-the drawn images and videos (same names as the inputs; ``_2``, ``_3`` ... when two inputs share a
-name), with ``--save-txt`` YOLO label lines ``class cx cy w h`` (normalised; ``--save-conf`` adds the score)
+Every run writes into a new folder ``--project/--name`` (``runs/predict/exp``, then ``exp2``, ``exp3`` ...,
+claimed atomically: runs started together never share one): the drawn images and videos (same names as the
+inputs; ``dog2.jpg``, ``dog3.jpg`` ... when two inputs share a name, ``.jpg`` added to a name OpenCV cannot
+write), with ``--save-txt`` YOLO label lines ``class cx cy w h`` (normalised; ``--save-conf`` adds the score)
 under ``labels/``, with ``--save-crop`` each detection's image region under ``crops/<class>/``, and with
 ``--save-json`` the COCO results ``predictions.json`` (an image's ``image_id`` is its file name's number, as
 in COCO, or else its position in the run, 1, 2 ...; ``image_ids.json`` then maps them to the inputs).
 ``--classes`` keeps only some classes (before NMS); ``--line-width``, ``--hide-labels``, ``--hide-conf``
 change the drawing; ``--vid-stride N`` takes every N-th video frame. Inputs and earlier runs are never
-written to. A file that cannot be read is reported and skipped; the exit status is then 2.
+written to. An input that cannot be read or processed is reported with its path and skipped; the run goes
+on and the exit status is then 2. Ctrl-C or SIGTERM stop cleanly: videos written so far are closed playable
+and ``predictions.json`` holds every result so far.
 Exit status: 0 when every input was processed, 2 for bad usage or input, 1 for a failure while running.
 """
 
@@ -24,6 +27,8 @@ import sys
 import time
 
 from .cli import UsageError, add_debug_flag, run_cli
+from .files.atomic import write_new_file
+from .files.run_dir import UniqueNames, claim_numbered_dir
 from .ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
 
 PROG = "python -m yolox_fast.predict"
@@ -72,36 +77,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
-def new_run_dir(project: str, name: str) -> str:
-    """Create and return ``project/name``, or ``name2``, ``name3`` ... when taken (never an existing folder)."""
-    os.makedirs(project, exist_ok=True)
-    for k in range(1, 100000):
-        path = os.path.join(project, name if k == 1 else f"{name}{k}")
-        try:
-            os.makedirs(path)  # atomic claim: fails when another run took it
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free run folder under {project}")
+def output_name(source) -> str:
+    """The drawn output's file name for ``source``: its own name, ``.jpg`` added when OpenCV cannot write
+    that suffix (an input named ``photo`` or ``scan.gif``); videos and cameras become ``.mp4``."""
+    import cv2
 
-
-class _Names:
-    """Collision-free output names: ``dog.jpg``, then ``dog_2.jpg`` for another input named dog.jpg."""
-
-    def __init__(self):
-        self.used: dict[str, str] = {}
-
-    def get(self, source: str, name: str) -> str:
-        if source in self.used:
-            return self.used[source]
-        stem, ext = os.path.splitext(name)
-        candidate, k = name, 1
-        taken = {v.lower() for v in self.used.values()}
-        while candidate.lower() in taken:
-            k += 1
-            candidate = f"{stem}_{k}{ext}"
-        self.used[source] = candidate
-        return candidate
+    if source.kind == "camera":
+        return f"{source.name}.mp4"
+    if source.kind == "video":
+        return os.path.splitext(source.name)[0] + ".mp4"
+    name = source.name
+    return name if os.path.splitext(name)[1] and cv2.haveImageWriter(name) else name + ".jpg"
 
 
 def _main(argv: list[str], prog: str = PROG) -> int:
@@ -140,14 +126,17 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     device = args.device if args.onnx else resolve_device(args.device)
     detector = Detector(args.onnx or args.weights, model=args.model, img_size=args.img_size, conf=args.conf,
                         nms=args.iou, device=device, class_agnostic=args.class_agnostic or None, max_det=args.max_det,
-                        batch_size=args.batch_size, threads=args.threads, classes=args.classes)
-    run_dir = new_run_dir(args.project, args.name)
+                        batch_size=args.batch_size, threads=args.threads, classes=args.classes,
+                        runtime="onnx" if args.onnx else "torch")  # the flag decides, whatever the file's name
+    run_dir = claim_numbered_dir(args.project, args.name)
     print(f"{detector.describe()}\nmodel: {detector.info()['summary']}\nresults -> {run_dir}", flush=True)
 
-    names = _Names()
-    labels_dir = os.path.join(run_dir, "labels")
+    # One numbering for every name in the run (files/run_dir.py): outputs per input, label files per image or
+    # frame, crops per class folder.
+    media_names, label_stems, crop_names = UniqueNames(), UniqueNames(keep_suffix=False), UniqueNames()
+    labels_dir = run_dir / "labels"
     if args.save_txt:
-        os.makedirs(labels_dir)
+        labels_dir.mkdir()
     json_results: list[dict] = []
     json_image_ids: dict[int, str] = {}
     failed: list[str] = []
@@ -168,63 +157,78 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         for s in sources:
             yield from read_frames(s, args.vid_stride)
 
+    def report(message: str) -> None:
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def write_outputs(frame, item) -> None:
+        """The drawn image or video frame, label file, crops and COCO rows of one frame."""
+        source = frame.source
+        out_name = media_names.get(source.path, output_name(source))
+        stem = os.path.splitext(out_name)[0]
+        image_stem = label_stems.get((source.path, frame.index),
+                                     stem if source.kind == "image" else f"{stem}_{frame.index}")
+        if not args.no_save:
+            drawn = item.plot(line_width=args.line_width, labels=not args.hide_labels, conf=not args.hide_conf)
+            if source.kind == "image":
+                ok, encoded = cv2.imencode(os.path.splitext(out_name)[1], drawn)
+                if not ok:
+                    raise ValueError(f"OpenCV could not encode {out_name}")
+                write_new_file(run_dir / out_name, encoded.tobytes())
+            else:
+                writer = writers.get(source.path)
+                if writer is None:
+                    writer = writers[source.path] = _video_writer(str(run_dir / out_name), source, drawn.shape,
+                                                                  args.vid_stride)
+                writer.write(drawn)
+        if args.save_txt:
+            lines = "".join(line + "\n" for line in item.to_yolo_lines(args.save_conf))
+            write_new_file(labels_dir / f"{image_stem}.txt", lines.encode())
+        if args.save_crop:
+            for k, (name, crop) in enumerate(zip(item.names, item.crops(), strict=True)):
+                folder = name.replace(os.sep, "_") or "_"
+                crop_name = crop_names.get((source.path, frame.index, k), f"{folder}/{image_stem}.jpg")
+                (run_dir / "crops" / folder).mkdir(parents=True, exist_ok=True)
+                write_image(run_dir / "crops" / crop_name, crop)  # dog.jpg, dog2.jpg
+        if args.save_json:
+            # COCO file names are their ids (000000000139.jpg); other images are numbered in run order
+            image_id = int(image_stem) if image_stem.isdigit() else len(json_image_ids) + 1
+            if not image_stem.isdigit():
+                json_image_ids[image_id] = item.source
+            json_results.extend(item.to_coco(image_id, decimals=3))
+
     try:
         for frame, item in detector.detect_frames(frames()):
-            if item is None:  # could not be read
+            if item is None:  # could not be read or detected on
                 failed.append(frame.source.path)
-                message = f"skipped {frame.source.path}: {frame.error}"
-                (bar.write(message, file=sys.stderr) if bar else print(message, file=sys.stderr, flush=True))
-                if bar:
-                    bar.update(1)
-                continue
-            source = frame.source
-            out_name = names.get(source.path, source.name if source.kind != "camera" else f"{source.name}.mp4")
-            stem = os.path.splitext(out_name)[0]
-            image_stem = stem if source.kind == "image" else f"{stem}_{frame.index}"
-            n_images += 1
-            n_dets += len(item)
-            for stage, ms in item.speed.items():
-                speed_sums[stage] += ms
-            if not args.no_save:
-                drawn = item.plot(line_width=args.line_width, labels=not args.hide_labels, conf=not args.hide_conf)
-                if source.kind == "image":
-                    cv2.imwrite(_free_path(os.path.join(run_dir, out_name)), drawn)
+                report(f"skipped {frame.source.path}: {frame.error}")
+            else:
+                try:
+                    write_outputs(frame, item)
+                except (OSError, ValueError, cv2.error) as exc:  # this input's outputs only: the run goes on
+                    failed.append(frame.source.path)
+                    report(f"skipped {frame.label}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
                 else:
-                    writer = writers.get(source.path)
-                    if writer is None:
-                        writer = _video_writer(_free_path(os.path.join(run_dir, stem + ".mp4")), source, drawn.shape,
-                                               args.vid_stride)
-                        writers[source.path] = writer
-                    writer.write(drawn)
-            if args.save_txt:
-                with open(_free_path(os.path.join(labels_dir, image_stem + ".txt")), "x") as f:
-                    f.writelines(line + "\n" for line in item.to_yolo_lines(args.save_conf))
-            if args.save_crop:
-                for name, crop in zip(item.names, item.crops(), strict=True):
-                    folder = os.path.join(run_dir, "crops", name.replace(os.sep, "_") or "_")
-                    os.makedirs(folder, exist_ok=True)
-                    write_image(_free_path(os.path.join(folder, f"{image_stem}.jpg")), crop)  # dog.jpg, dog_2.jpg
-            if args.save_json:
-                # COCO file names are their ids (000000000139.jpg); other images are numbered in run order
-                image_id = int(image_stem) if image_stem.isdigit() else len(json_image_ids) + 1
-                if not image_stem.isdigit():
-                    json_image_ids[image_id] = item.source
-                json_results.extend(item.to_coco(image_id, decimals=3))
+                    n_images += 1
+                    n_dets += len(item)
+                    for stage, ms in item.speed.items():
+                        speed_sums[stage] += ms
+                    if bar is None:
+                        print(f"{item.source}: {item.summary()}", flush=True)
             if bar is not None:
                 bar.update(1)
-            else:
-                print(f"{item.source}: {item.summary()}", flush=True)
-    finally:
+    finally:  # also on Ctrl-C / SIGTERM: videos closed playable, every result so far in predictions.json
         if bar is not None:
             bar.close()
         for writer in writers.values():
             writer.release()
         if args.save_json:
-            with open(os.path.join(run_dir, "predictions.json"), "w") as f:
-                json.dump(json_results, f)  # a new run folder: nothing to overwrite
+            write_new_file(run_dir / "predictions.json", json.dumps(json_results).encode())
             if json_image_ids:
-                with open(os.path.join(run_dir, "image_ids.json"), "w") as f:
-                    json.dump({str(k): v for k, v in json_image_ids.items()}, f, indent=1)
+                text = json.dumps({str(k): v for k, v in json_image_ids.items()}, indent=1)
+                write_new_file(run_dir / "image_ids.json", text.encode())
     wall = time.perf_counter() - start
     print(f"{n_images} image{'s' if n_images != 1 else ''}, {n_dets} detections, "
           f"{1000 * wall / max(n_images, 1):.1f} ms per image; results in {run_dir}")
@@ -232,20 +236,10 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         print("speed per image: " + ", ".join(f"{ms / n_images:.1f} ms {stage}" for stage, ms in speed_sums.items())
               + f" at {detector.img_size[0]}x{detector.img_size[1]}")
     if failed:
-        print(f"{prog}: error: {len(failed)} of {len(sources)} inputs could not be read and were skipped "
-              f"(first: {failed[0]})", file=sys.stderr)
+        print(f"{prog}: error: {len(failed)} of {len(sources)} inputs could not be read or processed and were "
+              f"skipped (first: {failed[0]})", file=sys.stderr)
         return 2
     return 0
-
-
-def _free_path(path: str) -> str:
-    """``path``, or ``stem_2.ext``, ``stem_3.ext`` ... when a file of that name is already in the run folder."""
-    stem, ext = os.path.splitext(path)
-    k = 1
-    while os.path.exists(path):
-        k += 1
-        path = f"{stem}_{k}{ext}"
-    return path
 
 
 def _video_writer(path: str, source, shape, stride: int = 1):

@@ -122,9 +122,13 @@ def letterbox(img: np.ndarray, input_size: tuple[int, int], pad_value: int = PAD
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"the image is empty ({img.shape[1]}x{img.shape[0]} pixels); nothing to detect on")
     h, w = input_size
     r = min(h / img.shape[0], w / img.shape[1])
-    resized = cv2.resize(img, (int(img.shape[1] * r), int(img.shape[0] * r)), interpolation=cv2.INTER_LINEAR)
+    # As the official resize (truncation), but never to 0 pixels: a 2000x1 strip becomes 416x1, not 416x0.
+    size = (max(int(img.shape[1] * r), 1), max(int(img.shape[0] * r), 1))
+    resized = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
     canvas = np.full((h, w, 3), pad_value, dtype=np.uint8)
     canvas[: resized.shape[0], : resized.shape[1]] = resized
     return canvas, r

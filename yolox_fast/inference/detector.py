@@ -15,10 +15,12 @@ Both backends share the preprocessing and the postprocess through :mod:`yolox_fa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -30,6 +32,29 @@ from .runner import DetectSettings, OnnxRunner, TorchRunner, letterbox_batch
 from .sources import Frame, Source, read_ahead, read_frames, resolve_sources
 
 __all__ = ["Detector", "resolve_device"]
+
+RUNTIMES = ("torch", "onnx")
+
+
+def runtime_of_file(path: str) -> str:
+    """``"torch"`` or ``"onnx"``: which runtime reads ``path``, judged by its content, not its name.
+
+    A PyTorch checkpoint is a zip archive (``torch.save``'s format since 1.6) or a pickle stream (older
+    files); an ONNX model is a protobuf ``ModelProto`` whose first field is ``ir_version`` (tag byte 0x08).
+    Anything else (text, a truncated file) goes by its suffix, to the loader whose error will name it.
+    """
+    suffix_says = "onnx" if path.lower().endswith(".onnx") else "torch"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:  # missing or unreadable: the runtime's loader gives the error that names the file
+        return suffix_says
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return "torch"
+    if head[:1] == b"\x08":
+        return "onnx"
+    return suffix_says
+
 
 
 def resolve_device(device: str | None) -> str:
@@ -76,9 +101,9 @@ class Detector:
     """A YOLOX detector for images, folders, videos and cameras.
 
     Args:
-        weights: a checkpoint (official or yolox_fast; PyTorch), an ``.onnx`` file from
-            :mod:`yolox_fast.export` (ONNX Runtime) or an OpenVINO IR folder (or its ``model.xml``) from
-            ``export --format openvino``.
+        weights: a checkpoint (official or yolox_fast; PyTorch), a model file from :mod:`yolox_fast.export`
+            (ONNX Runtime) or an OpenVINO IR folder (or its ``model.xml``) from ``export --format openvino``;
+            a checkpoint or an ONNX file is told apart by ``runtime``, else by the file's content (not its suffix).
         model: preset name (default: the checkpoint's; ignored for ONNX, which records it).
         img_size: network input size, a multiple of 32 (default: the size the checkpoint was trained at, else
             the model's; the exported file's, or any for an export with ``--dynamic``).
@@ -92,6 +117,7 @@ class Detector:
             suppresses nothing).
         batch_size: images per forward pass for lists, folders and globs.
         threads: ONNX Runtime intra-op threads (default: its choice).
+        runtime: ``"torch"`` or ``"onnx"`` (default: by the file's content, :func:`runtime_of_file`).
 
     Calling it (``conf``, ``nms``, ``classes`` and ``max_det`` may be given per call, for that call only):
 
@@ -106,13 +132,17 @@ class Detector:
                  conf: float | None = None, nms: float | None = None, device: str | None = None,
                  class_agnostic: bool | None = None, max_det: int = PREDICT_MAX_DET,
                  classes: Sequence[int] | None = None,
-                 batch_size: int = 1, threads: int | None = None):
+                 batch_size: int = 1, threads: int | None = None, runtime: str | None = None):
         weights = os.fspath(weights)
         if img_size is not None:
             check_input_size(img_size, "img_size")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.is_onnx = weights.lower().endswith(".onnx") or is_openvino_path(weights)  # an exported model
+        DetectSettings(PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms)  # checks both
+        if runtime is not None and runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        # an exported model (ONNX or OpenVINO) or a checkpoint: the flag says, else the file's content
+        self.is_onnx = runtime == "onnx" if runtime else is_openvino_path(weights) or runtime_of_file(weights) == "onnx"
         if self.is_onnx:
             self.runner = _onnx_runner(weights, img_size, None if device is None else device, threads)
             onnx_model = self.runner.model
@@ -239,10 +269,18 @@ class Detector:
                 pending = []
         yield from self._flush(pending, settings)
 
-    def _flush(self, frames: list[Frame], settings: DetectSettings | None) -> list[tuple[Frame, Detections]]:
+    def _flush(self, frames: list[Frame], settings: DetectSettings | None) -> list[tuple[Frame, Detections | None]]:
+        """Detect a batch; when one image breaks it (a shape OpenCV refuses, ...), the frames are retried one
+        by one and the one that fails comes back as ``(frame with error, None)``, naming its source."""
         if not frames:
             return []
-        found = self.detect([f.image for f in frames], [f.label for f in frames], settings=settings)
+        try:
+            found = self.detect([f.image for f in frames], [f.label for f in frames], settings=settings)
+        except (ValueError, cv2.error) as exc:
+            if len(frames) > 1:
+                return [pair for frame in frames for pair in self._flush([frame], settings)]
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [(dataclasses.replace(frames[0], image=None, error=f"{frames[0].label}: {message}"), None)]
         return list(zip(frames, found, strict=True))
 
     # -- convenience ------------------------------------------------------------------------------

@@ -8,10 +8,14 @@ from collections.abc import Sequence
 import torch
 
 DEFAULT_STRIDES = (8, 16, 32)
+#: The largest input side accepted: a 4096 x 4096 float32 image is 200 MB before the first convolution;
+#: more is a typo, not a model (issue 18.7).
+MAX_INPUT_SIZE = 4096
 
 
 def check_input_size(size, what: str = "img_size", strides: Sequence[int] = DEFAULT_STRIDES) -> tuple[int, int]:
-    """``size`` (one int, or ``(h, w)``) as ``(h, w)``; each side a positive multiple of the largest stride.
+    """``size`` (one int, or ``(h, w)``) as ``(h, w)``; each side a positive multiple of the largest stride, at
+    most :data:`MAX_INPUT_SIZE`.
 
     The one rule for every network input size (training, evaluation, prediction, export): the coarsest
     feature map must tile the input exactly, so each side is a multiple of ``max(strides)`` (32).
@@ -22,9 +26,11 @@ def check_input_size(size, what: str = "img_size", strides: Sequence[int] = DEFA
     top = max(strides)
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
     bad = (isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < top or s % top for s in pair)
+    shown = " ".join(map(str, size)) if isinstance(size, Sequence) and not isinstance(size, str) else repr(size)
     if len(pair) != 2 or any(bad):
-        shown = " ".join(map(str, size)) if isinstance(size, Sequence) and not isinstance(size, str) else repr(size)
         raise ValueError(f"{what} must be a positive multiple of {top}, got {shown}")
+    if max(pair) > MAX_INPUT_SIZE:
+        raise ValueError(f"{what} must be at most {MAX_INPUT_SIZE}, got {shown}")
     return int(pair[0]), int(pair[1])
 
 
