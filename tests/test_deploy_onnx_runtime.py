@@ -3,6 +3,7 @@ the coco128 AP of the exported model equals the PyTorch model's."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -118,3 +119,79 @@ def test_coco128_ap_of_onnx_equals_pytorch(nano_model, shared_data, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "yolox_fast.eval", "--onnx", str(nms_path), "--images", str(images),
                            "--ann", str(ann), "--nms", "0.5"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "export again" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def altered_copy(path, out, meta_text=None, **meta_changes):
+    """A copy of an exported model with its yolox_fast metadata replaced (``meta_text``) or changed."""
+    from yolox_fast.deploy.onnx_export import METADATA_KEY
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    if meta_text is None:
+        meta = json.loads(props[METADATA_KEY])
+        meta.update(meta_changes)
+        meta_text = json.dumps(meta)
+    props[METADATA_KEY] = meta_text
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(out))
+    return out
+
+
+def graph_with_outputs(out, names, size=64):
+    """A valid ONNX model taking ``images [B, 3, size, size]`` whose outputs are ``names`` (Identity copies),
+    carrying the metadata of a graph with NMS."""
+    from yolox_fast.deploy.onnx_export import METADATA_KEY
+
+    nodes = [onnx.helper.make_node("Identity", ["images"], [n]) for n in names]
+    graph = onnx.helper.make_graph(
+        nodes, "other", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["b", 3, size, size])],
+        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["b", 3, size, size]) for n in names])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    meta = {"model": "yolox-nano", "num_classes": 1, "class_names": ["a"], "img_size": [size, size], "nms": "onnx",
+            "decode": True, "static": False, "batch_size": None, "conf": 0.25, "nms_thre": 0.45, "max_det": 100,
+            "class_agnostic": False}
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    onnx.save(model, str(out))
+    return out
+
+
+def test_files_from_elsewhere_are_checked_before_use(exported, tmp_path):
+    """Issue 18.5: an ONNX with other outputs gave KeyError 'num_dets' (exit 1); malformed metadata KeyError or
+    TypeError; metadata lying about the input size (60000 against the graph's) or the class names was believed.
+    Each is now one ValueError naming the file, when it is opened."""
+    src = exported["nms"]
+    cases = {
+        "not json": (altered_copy(src, tmp_path / "a.onnx", meta_text="{not json"), "metadata is not JSON"),
+        "a list": (altered_copy(src, tmp_path / "b.onnx", meta_text="[1, 2]"), "is a list, not an object"),
+        "huge size": (altered_copy(src, tmp_path / "c.onnx", img_size=[60000, 60000]), "img_size must be"),
+        "size vs graph": (altered_copy(src, tmp_path / "d.onnx", img_size=[160, 160]), "the metadata says"),
+        "names vs count": (altered_copy(src, tmp_path / "e.onnx", class_names=["a", "b"]), "list of 80 names"),
+        "count type": (altered_copy(src, tmp_path / "f.onnx", num_classes="80"), "num_classes must be"),
+        "conf type": (altered_copy(src, tmp_path / "g.onnx", conf="high"), "conf and nms_thre"),
+        "nms mode": (altered_copy(src, tmp_path / "h.onnx", nms="maybe"), "nms must be"),
+        "other outputs": (graph_with_outputs(tmp_path / "i.onnx", ["detections"]), "the graph's outputs are"),
+        "prediction vs classes": (altered_copy(exported["pred"], tmp_path / "j.onnx", num_classes=3,
+                                               class_names=["a", "b", "c"]), "predicts 80 classes"),
+    }
+    for case, (path, phrase) in cases.items():
+        with pytest.raises(ValueError) as info:
+            OnnxModel(path)
+        message = str(info.value)
+        assert str(path) in message and phrase in message and "\n" not in message, (case, message)
+
+
+def test_eval_onnx_of_a_non_square_export(tmp_path):
+    """Issue 18.7: ``eval --onnx`` took the export's height as a square size and could not run a 64x96 export."""
+    from yolox_fast.data import make_synthetic_dataset
+    from yolox_fast.models import build_yolox
+
+    info = make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=2, image_size=64)
+    model = build_yolox("yolox-nano", num_classes=len(info["class_names"])).eval()
+    path = tmp_path / "wide.onnx"
+    export_onnx(model, path, (64, 96), conf=0.01, nms_thre=0.65, max_det=100, simplify=False)
+    proc = subprocess.run([sys.executable, "-m", "yolox_fast.eval", "--onnx", str(path), "--images",
+                           str(info["val_images"]), "--ann", str(info["val_ann"]), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "64x96" in proc.stdout and "AP50:95" in proc.stdout

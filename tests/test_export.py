@@ -275,6 +275,8 @@ def test_cli_exports_with_class_names_in_metadata(nano_weights, tmp_path):
     (["--img-size", "400"], "--img-size must be a positive multiple of 32, got 400"),
     (["--decode", "none"], "add --nms none"),
     (["--opset", "13"], "opset must be 17"),
+    (["--opset", "99"], "--opset must be 20 or older"),  # issue 18.7: was exit 1 and pages of TorchScript graph
+    (["--img-size", "8192"], "up to 4096"),
     (["--max-det", "0"], "--max-det must be >= 1"),
 ])
 def test_cli_bad_input_exits_2(nano_weights, tmp_path, args, message):
@@ -339,3 +341,21 @@ def test_dynamic_export_through_runtime_detector_and_predict(nano_weights, share
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "input 640x640" in proc.stdout and (tmp_path / "p" / "dog.jpg").is_file()
+
+
+def test_two_exports_to_one_path_one_wins(nano_weights, tmp_path):
+    """Issue 18.4: both passed the "exists" check made before the export and both replaced the file. Now the
+    last step is an exclusive link: one export writes the file, the other exits 2 and replaces nothing."""
+    out = tmp_path / "nano.onnx"
+    args = [sys.executable, "-m", "yolox_fast.export", "--weights", str(nano_weights), "--output", str(out),
+            "--img-size", "128", "--no-simplify"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], results
+    loser = results[[p.returncode for p in procs].index(2)][1]
+    # usually both pass the early check and the loser meets the exclusive last step; else the early check
+    assert ("appeared during the export and was not replaced" in loser or "exists" in loser), loser
+    assert "Traceback" not in loser
+    assert onnx.load(str(out)).graph.input[0].name == "images"
+    assert [p.name for p in tmp_path.iterdir()] == ["nano.onnx"]  # no temporary file left behind

@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from .cli import add_debug_flag, run_cli
 
 EXAMPLE = ("python -m yolox_fast.eval --weights weights/yolox_nano.pth --model yolox-nano "
@@ -79,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch  # after cli: torch's OpenMP reads the wait policy cli sets when it loads
     from .ops.anchors import check_input_size
 
     needed = [("--weights", args.weights or args.onnx)]

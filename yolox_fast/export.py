@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--static", action="store_true", help="fixed batch size (--batch-size) instead of dynamic")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of a --static export (default 1)")
     parser.add_argument("--half", action="store_true", help="fp16 weights and network; float32 input and outputs")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     parser.add_argument("--no-ema", action="store_true", help="the raw weights of a training checkpoint, not its EMA")
     add_debug_flag(parser)
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from .deploy.onnx_export import max_opset
     from .ops.anchors import check_input_size
 
     size = args.img_size
@@ -95,6 +96,9 @@ def _main(argv: list[str]) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.opset < 17:
         raise UsageError(f"--opset must be 17 or newer, got {args.opset}")
+    if args.opset > max_opset():  # else the exporter fails after loading the model, with pages of graph
+        raise UsageError(f"--opset must be {max_opset()} or older (the newest this PyTorch's exporter writes), "
+                         f"got {args.opset}")
     calib = _check_deploy_flags(args)
     stem = os.path.splitext(args.weights)[0]
     output = args.output or stem + ("-int8" if args.int8 else "") + (".onnx" if args.format == "onnx" else "_openvino")
@@ -127,16 +131,21 @@ def _main(argv: list[str]) -> int:
 
     from .deploy.openvino_model import export_openvino
 
+    print(f"exporting {info.describe()} at {size[0]}x{size[1]} to {output} ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="yolox_fast_export_") as scratch:
         # for --format openvino the ONNX file is an intermediate, converted and then removed with the folder
         onnx_output = output if args.format == "onnx" else os.path.join(scratch, "model.onnx")
-        meta = export_onnx(model, onnx_output, size, nms=args.nms, decode=args.decode == "on", conf=args.conf,
-                           nms_thre=args.iou, max_det=args.max_det, pre_nms_topk=args.pre_nms_topk,
-                           class_agnostic=args.class_agnostic, multi_label=args.multi_label, static=args.static,
-                           batch_size=args.batch_size, half=args.half, opset=args.opset,
-                           simplify=not args.no_simplify, model_name=name, class_names=info.class_names,
-                           overwrite=args.overwrite, dynamic_size=args.dynamic, network_pass=network_pass,
-                           extra_meta=extra_meta)
+        try:
+            meta = export_onnx(model, onnx_output, size, nms=args.nms, decode=args.decode == "on", conf=args.conf,
+                               nms_thre=args.iou, max_det=args.max_det, pre_nms_topk=args.pre_nms_topk,
+                               class_agnostic=args.class_agnostic, multi_label=args.multi_label,
+                               static=args.static, batch_size=args.batch_size, half=args.half, opset=args.opset,
+                               simplify=not args.no_simplify, model_name=name, class_names=info.class_names,
+                               overwrite=args.overwrite, dynamic_size=args.dynamic, network_pass=network_pass,
+                               extra_meta=extra_meta)
+        except FileExistsError as exc:  # created while this export ran: left as it is
+            raise UsageError(f"{exc.filename or output} appeared during the export and was not replaced; choose "
+                             "another --output or pass --overwrite") from None
         if args.format == "openvino":
             export_openvino(onnx_output, output, overwrite=args.overwrite)
     if args.nms == "onnx":

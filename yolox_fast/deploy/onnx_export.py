@@ -43,6 +43,16 @@ METADATA_KEY = "yolox_fast"
 #: Lowest supported opset (GreaterOrEqual, batch_dims of GatherND, NonMaxSuppression all predate it).
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
+
+
+def max_opset() -> int:
+    """The newest opset the exporter used here (PyTorch's TorchScript-based one) can write; 20 when this torch
+    does not say."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # private module: a torch without it gets the value of torch 2.1 - 2.14
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
 INPUT_NAME = "images"
 PREDICTION_NAME = "prediction"
 
@@ -85,6 +95,13 @@ def _slim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         return proto, False
     with contextlib.redirect_stdout(io.StringIO()):
         return onnxslim.slim(proto), True
+def check_opset(opset: int, name: str = "opset") -> int:
+    """``opset`` if this exporter can write it (:data:`MIN_OPSET` to :func:`max_opset`), else ``ValueError``."""
+    newest = max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"{name} must be >= {MIN_OPSET} and <= {newest} (the newest this PyTorch's exporter "
+                         f"writes), got {opset!r}")
+    return opset
 
 
 def export_onnx(
@@ -117,7 +134,8 @@ def export_onnx(
     Args:
         model: the detector; it is not modified (a copy is put in eval mode, and in fp16 for ``half``).
         output: the ``.onnx`` path. Written atomically (temporary file, then rename): a failed export
-            leaves an existing file untouched.
+            leaves an existing file untouched. Without ``overwrite`` the last step fails if ``output`` exists
+            by then (an exclusive link: a file created there during the export is never replaced).
         img_size: network input size, an int or ``(h, w)``, multiples of 32.
         nms: ``"onnx"`` (postprocess in the graph) or ``"none"``.
         decode: decode boxes in the graph (``nms="none"`` only; the NMS needs decoded boxes).
@@ -142,7 +160,7 @@ def export_onnx(
 
     Raises:
         ValueError: a bad setting (the message names it).
-        FileExistsError: ``output`` exists and ``overwrite`` is false.
+        FileExistsError: ``output`` exists and ``overwrite`` is false (before the export, or at its end).
         OSError: ``output`` cannot be written.
     """
     from .onnx_postprocess import OUTPUT_NAMES, append_postprocess
@@ -152,8 +170,7 @@ def export_onnx(
         raise ValueError(f"nms must be 'onnx' or 'none', got {nms!r}")
     if nms == "onnx" and not decode:
         raise ValueError("the in-graph NMS needs decoded boxes: use decode=True (or nms='none')")
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    check_opset(opset)
     if static and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     num_classes = int(model.head.num_classes)
@@ -227,5 +244,6 @@ def export_onnx(
     onnx.checker.check_model(proto, full_check=True)
 
     data = proto.SerializeToString()
-    atomic_write(Path(output), lambda f: f.write(data))  # an earlier file stays whole if anything fails
+    # An earlier file stays whole if anything fails; without overwrite, one that appeared meanwhile too.
+    atomic_write(Path(output), lambda f: f.write(data), overwrite=overwrite)
     return {**meta, "simplified": simplified}

@@ -23,7 +23,84 @@ import torch
 
 from ..ops.anchors import check_input_size
 from ..ops.postprocess import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DET
-from .onnx_export import INPUT_NAME, METADATA_KEY
+from .onnx_export import INPUT_NAME, METADATA_KEY, PREDICTION_NAME
+
+#: The outputs of a graph with the postprocess (``--nms onnx``), by name.
+NMS_OUTPUTS = ("num_dets", "boxes", "scores", "labels")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_unit(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+def check_metadata(path: str, text: str, inputs, outputs) -> dict:
+    """The export settings of ``path`` (the JSON ``text`` of its :data:`METADATA_KEY` metadata), checked against
+    their schema and against the graph's ``inputs``/``outputs`` (ONNX Runtime ``NodeArg`` lists) before any
+    is used: a file from elsewhere may carry malformed or wrong metadata.
+
+    Raises:
+        ValueError: one line naming ``path`` and the first thing wrong.
+    """
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{path}: {problem}; not a model exported by yolox_fast.export, or one altered since")
+
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise bad(f"its {METADATA_KEY!r} metadata is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"its {METADATA_KEY!r} metadata is a {type(meta).__name__}, not an object")
+    try:
+        size = check_input_size(meta.get("img_size"), "img_size")
+    except ValueError as exc:
+        raise bad(f"metadata {exc}") from None
+    num_classes, names = meta.get("num_classes"), meta.get("class_names")
+    if not _is_int(num_classes) or num_classes < 1:
+        raise bad(f"metadata num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) != num_classes:
+        raise bad(f"metadata class_names must be a list of {num_classes} names (num_classes), got "
+                  f"{len(names) if isinstance(names, list) else type(names).__name__}")
+    if meta.get("nms") not in ("onnx", "none"):
+        raise bad(f"metadata nms must be 'onnx' or 'none', got {meta.get('nms')!r}")
+    for key in ("decode", "static"):
+        if not isinstance(meta.get(key), bool):
+            raise bad(f"metadata {key} must be true or false, got {meta.get(key)!r}")
+    if meta.get("static") and (not _is_int(meta.get("batch_size")) or meta["batch_size"] < 1):
+        raise bad(f"metadata batch_size of a static export must be a positive integer, got {meta.get('batch_size')!r}")
+    if meta.get("model") is not None and not isinstance(meta["model"], str):
+        raise bad(f"metadata model must be a name, got {meta['model']!r}")
+    if meta["nms"] == "onnx":
+        if not (_is_unit(meta.get("conf")) and _is_unit(meta.get("nms_thre"))):
+            raise bad(f"metadata conf and nms_thre must be numbers in [0, 1], got {meta.get('conf')!r} and "
+                      f"{meta.get('nms_thre')!r}")
+        if not _is_int(meta.get("max_det")) or meta["max_det"] < 1:
+            raise bad(f"metadata max_det must be a positive integer, got {meta.get('max_det')!r}")
+        if not isinstance(meta.get("class_agnostic"), bool):
+            raise bad(f"metadata class_agnostic must be true or false, got {meta.get('class_agnostic')!r}")
+
+    # The graph must be what the metadata describes.
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise bad(f"the graph takes {[i.name for i in inputs]}, not one input {INPUT_NAME!r}")
+    shape = list(inputs[0].shape)
+    if len(shape) != 4 or any(_is_int(d) and d != want for d, want in zip(shape[1:], (3, *size), strict=True)):
+        raise bad(f"the graph's input is {shape}, the metadata says [B, 3, {size[0]}, {size[1]}]")
+    if meta.get("static") and _is_int(shape[0]) and shape[0] != meta["batch_size"]:
+        raise bad(f"the graph's batch is {shape[0]}, the metadata says {meta['batch_size']}")
+    names_out = [o.name for o in outputs]
+    if meta["nms"] == "onnx":
+        if sorted(names_out) != sorted(NMS_OUTPUTS):
+            raise bad(f"the graph's outputs are {names_out}, a graph with NMS has {list(NMS_OUTPUTS)}")
+    else:
+        if names_out != [PREDICTION_NAME]:
+            raise bad(f"the graph's outputs are {names_out}, a prediction graph has [{PREDICTION_NAME!r}]")
+        last = list(outputs[0].shape)[-1] if outputs[0].shape else None
+        if _is_int(last) and last != 5 + num_classes:
+            raise bad(f"the graph predicts {last - 5} classes, the metadata says {num_classes}")
+    return meta
 
 
 class PaddedResult(NamedTuple):
@@ -110,7 +187,8 @@ class OnnxModel:
         if METADATA_KEY not in custom:
             raise ValueError(f"{self.path} was not exported by yolox_fast.export (no {METADATA_KEY!r} metadata); "
                              "export it with python -m yolox_fast.export")
-        self._read_meta(json.loads(custom[METADATA_KEY]))
+        self._read_meta(check_metadata(self.path, custom[METADATA_KEY], self.session.get_inputs(),
+                                       self.session.get_outputs()))
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _read_meta(self, meta: dict) -> None:
