@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     no_boxes = root / "no_boxes.json"
     no_boxes.write_text(json.dumps({**json.loads(Path(info["val_ann"]).read_text()), "annotations": []}))
     image = sorted(Path(info["val_images"]).iterdir())[0]
-    return {"root": root, "image": image, "train_images": info["train_images"], "train_ann": info["train_ann"],
+    bool_config = root / "bool_epochs.yaml"
+    bool_config.write_text("epochs: true\n")
+    return {"bool_config": bool_config, "root": root, "image": image, "train_images": info["train_images"],
+            "train_ann": info["train_ann"],
             "val_images": info["val_images"], "val_ann": info["val_ann"], "good": good, "text": text, "json": js,
             "truncated": truncated, "hostile": hostile, "marker": marker, "no_boxes": no_boxes}
 
@@ -119,6 +123,10 @@ BAD_INPUTS = {
     "train --resume truncated": ("train", lambda f: ["--resume", str(f["truncated"])], 2, ["truncated"]),
     "train --resume official": ("train", lambda f: ["--resume", str(f["good"])], 2,
                                 ["not a yolox_fast training checkpoint", "--weights"]),
+    "train boolean epochs": ("train", lambda f: ["--config", str(f["bool_config"])], 2,
+                             ["epochs: cannot read True as an integer"]),
+    "train size too large": ("train", lambda f: [*coco_train(f), "--img-size", "8192"], 2, ["at most 4096"]),
+    "eval size too large": ("eval", lambda f: [*eval_args(f, f["good"]), "--img-size", "8192"], 2, ["at most 4096"]),
     "eval no arguments": ("eval", lambda f: [], 2, ["--weights, --images, --ann are required"]),
     "eval missing checkpoint": ("eval", lambda f: eval_args(f, "missing.pt"), 2, ["checkpoint not found"]),
     "eval text checkpoint": ("eval", lambda f: eval_args(f, f["text"]), 2, ["not a PyTorch checkpoint (text)"]),
@@ -227,3 +235,23 @@ def test_checkpoints_are_read_in_one_place():
     reader = (REPO / "yolox_fast" / "models" / "checkpoint.py").read_text()
     calls = re.findall(r"(?<!`)torch\.load\(.*", reader)
     assert len(calls) == 1 and "weights_only=True" in calls[0] and "weights_only=False" not in reader
+
+
+@pytest.mark.parametrize("command", [c for c in ("eval", "export") if c in COMMANDS])
+def test_sigterm_is_a_clean_stop(command, files, tmp_path):
+    """Issue 18.2: SIGTERM killed a command with nothing said (exit 143, or -15 unhandled). Every command now
+    stops as for Ctrl-C: one line, exit 143, no traceback, and no partial output file (export)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "m.onnx"
+    args = {"eval": [*eval_args(files, files["good"]), "--batch-size", "1", "--img-size", "640"],
+            "export": ["--weights", str(files["good"]), "--output", str(out), "--img-size", "640"]}[command]
+    proc = subprocess.Popen([sys.executable, "-m", f"yolox_fast.{command}", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # both say what they start on before the long part
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert first and proc.returncode == 143, (first, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"yolox_fast.{command}: terminated (SIGTERM)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no temporary file

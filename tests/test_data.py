@@ -573,3 +573,23 @@ def test_synthetic_incomplete_folder_is_regenerated(tmp_path):
     again = make_synthetic_dataset(tmp_path, num_train=2, num_val=1, image_size=64)
     assert Path(again["val_ann"]).is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_coco_file_name_may_not_leave_the_image_folder(tmp_path):
+    """Issue 18.5: a ``file_name`` of ``../../x.jpg`` in a json from elsewhere was read silently. Training data
+    and evaluation refuse it, naming the file and the image id; a name inside the folder still works."""
+    from yolox_fast.evaluation import COCOEvaluator
+
+    image_dir, ann_file = write_coco(tmp_path, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])])
+    write_image(tmp_path / "secret.png", 60, 80)
+    for name in ("../secret.png", str(tmp_path / "secret.png"), "sub/../../secret.png"):
+        data = json.loads(ann_file.read_text())
+        data["images"][1]["file_name"] = name
+        ann_file.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=r"image id 2: file_name .* leads outside the image folder"):
+            COCODetection(image_dir, ann_file)
+        with pytest.raises(ValueError, match=r"image id 2: file_name .* leads outside the image folder"):
+            COCOEvaluator(image_dir, ann_file, img_size=64)
+    data["images"][1]["file_name"] = str(image_dir / "b.png")  # absolute, but inside: fine
+    ann_file.write_text(json.dumps(data))
+    assert len(COCODetection(image_dir, ann_file)) == 2

@@ -1,6 +1,7 @@
 """TrainConfig: official defaults, config files (YAML/JSON), command-line overrides, presets, errors."""
 
 import json
+import re
 
 import pytest
 
@@ -138,3 +139,26 @@ def test_data_paths_are_made_absolute_once(tmp_path, monkeypatch):
     cfg = parse(["--yolo-dir", "data/ybase", "--weights", "w.pth"])
     assert cfg.yolo_dir == str(tmp_path / "data" / "ybase") and cfg.weights == str(tmp_path / "w.pth")
     assert parse(COCO).coco_ann == str(tmp_path / "ann.json")
+
+
+@pytest.mark.parametrize("values, phrase", [
+    ({"epochs": True}, "epochs: cannot read True as an integer"),  # issue 18.5: a boolean is not an epoch count
+    ({"batch_size": "16.5"}, "batch_size: cannot read '16.5' as an integer"),
+    ({"cache_images": 5}, "cache_images: cannot read 5 as true/false"),
+    ({"model": 5}, "model: cannot read 5 as a string"),
+    ({"lr_per_image": False}, "lr_per_image: cannot read False as a finite number"),
+    ({"lr_per_image": "nan"}, "lr_per_image: cannot read 'nan' as a finite number"),
+    ({"mosaic_scale": [0.5, True]}, "mosaic_scale: cannot read [0.5, True] as two numbers"),
+    ({"random_size": 10}, "random_size: cannot read 10 as two integers"),
+    ({"freeze": {"a": 1}}, "freeze: cannot read {'a': 1} as a list of names"),
+])
+def test_config_values_are_type_checked_strictly(values, phrase):
+    with pytest.raises(ValueError, match=re.escape(phrase)):
+        TrainConfig().updated(values, "config file")
+
+
+def test_config_values_of_the_right_type_still_load():
+    cfg = TrainConfig().updated({"epochs": 5.0, "batch_size": "8", "cache_images": "yes", "ema": False,
+                                 "lr_per_image": 1, "mosaic_scale": "0.5 1.5", "class_names": ["a", 1]})
+    assert (cfg.epochs, cfg.batch_size, cfg.cache_images, cfg.ema, cfg.lr_per_image) == (5, 8, True, False, 1.0)
+    assert cfg.mosaic_scale == (0.5, 1.5) and cfg.class_names == ["a", "1"]

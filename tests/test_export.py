@@ -276,7 +276,7 @@ def test_cli_exports_with_class_names_in_metadata(nano_weights, tmp_path):
     (["--decode", "none"], "add --nms none"),
     (["--opset", "13"], "opset must be 17"),
     (["--opset", "99"], "--opset must be 20 or older"),  # issue 18.7: was exit 1 and pages of TorchScript graph
-    (["--img-size", "8192"], "up to 4096"),
+    (["--img-size", "8192"], "at most 4096"),
     (["--max-det", "0"], "--max-det must be >= 1"),
 ])
 def test_cli_bad_input_exits_2(nano_weights, tmp_path, args, message):

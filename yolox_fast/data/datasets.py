@@ -306,6 +306,23 @@ def _clip_box(x1: float, y1: float, x2: float, y2: float, width: float, height: 
     return cx1, cy1, cx2, cy2
 
 
+def path_in_folder(folder: str | os.PathLike, file_name: str, where: str) -> Path:
+    """``folder / file_name``, refused (``ValueError`` naming ``where``) when the name leads outside ``folder``.
+
+    An annotation file from elsewhere names files by ``file_name``; ``../../x.jpg`` or an absolute path
+    elsewhere would make the program read files the user never pointed it at. Checked on the names
+    (``..`` resolved, links not followed): a folder of symlinks to images kept elsewhere still works.
+    """
+    if not isinstance(file_name, str) or not file_name:
+        raise ValueError(f"{where}: file_name must be a non-empty string, got {file_name!r}")
+    base = os.path.abspath(folder)
+    full = os.path.normpath(os.path.join(base, file_name))
+    if os.path.commonpath([base, full]) != base:
+        raise ValueError(f"{where}: file_name {file_name!r} leads outside the image folder {folder}; refused "
+                         "(file names must be relative to the image folder)")
+    return Path(folder) / file_name
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -364,7 +381,7 @@ class COCODetection(DetectionDataset):
 
         self.records = []
         for image in data["images"]:
-            path = self.image_dir / image["file_name"]
+            path = path_in_folder(self.image_dir, image["file_name"], f"{self.ann_file}: image id {image['id']}")
             if not path.is_file():
                 if missing_images == "error":
                     raise FileNotFoundError(f"{self.ann_file}: image id {image['id']}: file not found: {path}")

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,7 @@ class TrainConfig:
     patience: int = _opt(0, _INT, "stop when the AP has not improved for N evaluations (0: never); best.pt is kept")
 
     # -- run --------------------------------------------------------------------------------------------
-    output_dir: str | None = _opt(None, _STR, "run folder (default runs/<model>, numbered if it exists)")
+    output_dir: str | None = _opt(None, _STR, "run folder (default runs/train/<model>, or <model>2 ... when taken)")
     device: str | None = _opt(None, _STR, "cuda, cuda:1 or cpu (default: cuda when available)")
     workers: int = _opt(4, _INT, "data loader processes per training process")
     seed: int = _opt(0, _INT, "random seed (each process adds its rank)")
@@ -268,25 +269,52 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
+# Values come as strings from the command line and as YAML/JSON types from files; each kind takes its own
+# type or a string spelling it, and nothing else: a boolean is not an epoch count, a number is not a path.
 def _parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
     if isinstance(value, str):
         low = value.lower()
         if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ValueError(value)
         return low in ("1", "true", "yes", "on")
-    return bool(value)
+    raise TypeError(value)
 
 
 def _parse_int(value) -> int:
-    if isinstance(value, float) and not value.is_integer():
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, str):
+        return int(value)
+    raise TypeError(value)
+
+
+def _parse_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(value)
+    number = float(value)
+    if not math.isfinite(number):
         raise ValueError(value)
-    return int(value)
+    return number
+
+
+def _parse_str(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
 
 
 def _parse_pair(cast):
     def parse(value) -> tuple:
-        items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-        if len(items) != 2:
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or len(items) != 2:
             raise ValueError(value)
         return (cast(items[0]), cast(items[1]))
 
@@ -294,22 +322,26 @@ def _parse_pair(cast):
 
 
 def _parse_names(value) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(value)
+    if any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in items):  # YAML may read 0, 1 as names
+        raise TypeError(value)
     return [str(v).strip() for v in items if str(v).strip()]
 
 
 _PARSERS = {
     _BOOL: _parse_bool,
     _INT: _parse_int,
-    _FLOAT: float,
-    _STR: str,
-    _INT_PAIR: _parse_pair(int),
-    _FLOAT_PAIR: _parse_pair(float),
+    _FLOAT: _parse_float,
+    _STR: _parse_str,
+    _INT_PAIR: _parse_pair(_parse_int),
+    _FLOAT_PAIR: _parse_pair(_parse_float),
     _STR_LIST: _parse_names,
 }
 _KIND_WORDS = {
     _INT: "an integer",
-    _FLOAT: "a number",
+    _FLOAT: "a finite number",
     _STR: "a string",
     _BOOL: "true/false",
     _INT_PAIR: "two integers",

@@ -33,6 +33,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from ..data import read_image
+from ..data.datasets import path_in_folder
 from ..inference.results import Detections
 from ..inference.runner import DetectSettings, Runner, TorchRunner, letterbox_batch, make_runner, model_num_classes
 
@@ -199,6 +200,9 @@ class COCOEvaluator:
         self.image_dir = os.fspath(image_dir)
         if not os.path.isdir(self.image_dir):
             raise FileNotFoundError(f"image folder not found: {self.image_dir}")
+        where = getattr(self.coco, "source", "the annotation set")
+        for i in self.image_ids:  # a name from a stranger's json must not lead outside the image folder
+            path_in_folder(self.image_dir, self.coco.imgs[i]["file_name"], f"{where}: image id {i}")
         # Check every file now, so that a typo fails before minutes of inference (or of training).
         missing = [p for p in (self._path(i) for i in self.image_ids) if not os.path.isfile(p)]
         if missing:
