@@ -255,3 +255,23 @@ def test_sigterm_is_a_clean_stop(command, files, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(f"yolox_fast.{command}: terminated (SIGTERM)"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no temporary file
+
+
+def test_commands_let_openmp_threads_wait_passively():
+    """Issue 18.8: with OpenMP's default active wait, a training step ran 4x slower beside one busy process on 2
+    cores. Every command sets OMP_WAIT_POLICY=PASSIVE before torch loads (OpenMP reads it then), unless the
+    user set it; importing the package alone loads no torch."""
+    code = ("import os, sys; import yolox_fast.{0}; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    for command in COMMANDS:
+        out = subprocess.run([sys.executable, "-c", code.format(command)], env=env, capture_output=True, text=True,
+                             timeout=300, check=True).stdout.split()
+        assert out[0] == "PASSIVE", (command, out)
+    chosen = subprocess.run([sys.executable, "-c", code.format("train")], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    assert chosen[0] == "ACTIVE"
+    bare = subprocess.run([sys.executable, "-c", "import sys, yolox_fast; print('torch' in sys.modules)"], env=env,
+                          capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    assert bare == ["False"]

@@ -245,7 +245,7 @@ def test_trainings_started_together_never_share_a_run_folder(tmp_path):
     for run_dir in runs:
         log = (run_dir / "train.log").read_text()
         assert log.count("M parameters") == 1, log  # one start-up per log
-        assert load_checkpoint(run_dir / "latest.pt")["epoch"] == 1
+        assert read_train_state(run_dir / "latest.pt")["epoch"] == 1
 
 
 def test_sigterm_mid_epoch_saves_a_resumable_checkpoint_of_that_step(tmp_path):
@@ -258,7 +258,7 @@ def test_sigterm_mid_epoch_saves_a_resumable_checkpoint_of_that_step(tmp_path):
     printed, err = stop_at(proc, "iter 3/32", signal.SIGTERM)
     assert proc.returncode == 143, (printed, err)
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
-    ckpt = load_checkpoint(out / "latest.pt")
+    ckpt = read_train_state(out / "latest.pt")
     done = ckpt["epoch_batches_done"]
     assert ckpt["epoch"] == 0 and 3 <= done < 32 and ckpt["iteration"] == done
     message = f"stopped by SIGTERM; latest.pt holds the state after batch {done} of 32 of epoch 1"
@@ -266,7 +266,7 @@ def test_sigterm_mid_epoch_saves_a_resumable_checkpoint_of_that_step(tmp_path):
     assert f"--resume {out}" in printed
 
     result = run(["--resume", str(out), "--no-progress"])
-    ckpt = load_checkpoint(out / "latest.pt")
+    ckpt = read_train_state(out / "latest.pt")
     assert result["epochs_done"] == 1 and ckpt["epoch"] == 1 and ckpt["epoch_batches_done"] == 0
     assert ckpt["iteration"] == 32  # the remaining 32 - done batches, not the whole epoch again
     assert f"at epoch 1, batch {done + 1} of 32" in (out / "train.log").read_text()
@@ -280,7 +280,7 @@ def test_ctrl_c_mid_epoch_also_keeps_that_step(tmp_path):
     printed, err = stop_at(proc, "iter 1/32", signal.SIGINT)
     assert proc.returncode == 130, (printed, err)
     assert "interrupted; latest.pt holds the state after batch" in printed and "Traceback" not in err
-    assert 1 <= load_checkpoint(out / "latest.pt")["epoch_batches_done"] < 32
+    assert 1 <= read_train_state(out / "latest.pt")["epoch_batches_done"] < 32
 
 
 def test_validation_split_without_boxes_fails_at_start_up(tmp_path, capsys):

@@ -78,6 +78,7 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     import torch  # after cli: torch's OpenMP reads the wait policy cli sets when it loads
+
     from .ops.anchors import check_input_size
 
     needed = [("--weights", args.weights or args.onnx)]

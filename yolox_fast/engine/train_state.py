@@ -6,9 +6,11 @@ This is the trainer's side of a checkpoint file; getting a model out of any chec
 
 A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` can read (tensors, numbers, strings,
 lists, dicts): ``model`` (raw weights), ``ema`` (averaged weights, or None), ``ema_updates``,
-``optimizer``, ``scaler``, ``epoch`` (epochs completed), ``iteration`` (steps completed), ``best_ap``,
-``best_epoch``, ``evals_without_improvement`` (for ``patience``), ``ap``, ``input_size``, ``multiscale_rng``,
-``config``, ``class_names``, ``model_name``, ``rng`` (one entry per process) and ``format``.
+``optimizer``, ``scaler``, ``epoch`` (epochs completed), ``epoch_batches_done`` (> 0: saved part-way through
+the next epoch, by a stop between steps; resuming continues with its next batch), ``iteration`` (steps
+completed), ``best_ap``, ``best_epoch``, ``evals_without_improvement`` (for ``patience``), ``ap``,
+``input_size``, ``multiscale_rng``, ``config``, ``class_names``, ``model_name``, ``rng`` (one entry per
+process) and ``format``.
 """
 
 from __future__ import annotations

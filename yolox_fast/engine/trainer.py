@@ -579,7 +579,7 @@ class Trainer:
         state = self._checkpoint(epoch, None)
         state["epoch_batches_done"] = batches_done
         if self.ctx.is_main:
-            save_checkpoint(state, self.output_dir / "latest.pt")
+            save_train_state(state, self.output_dir / "latest.pt")
         self.stopped_at = (epoch, batches_done)
 
     def _run_evaluation(self, epoch: int) -> dict | None:
