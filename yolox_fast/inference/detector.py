@@ -138,7 +138,10 @@ class Detector:
             check_input_size(img_size, "img_size")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        DetectSettings(PREDICT_CONF if conf is None else conf, PREDICT_IOU if nms is None else nms)  # checks both
+        for name, value in (("conf", conf), ("nms", nms)):  # Detector(conf=1.5) or nms=2 were taken (issue 18.7)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                                      or not 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
         if runtime is not None and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         # an exported model (ONNX or OpenVINO) or a checkpoint: the flag says, else the file's content

@@ -50,10 +50,6 @@ class DetectSettings:
     classes: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        for name in ("conf", "nms"):  # Detector(conf=1.5) or nms=2 were taken (issue 18.7)
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
         if self.max_det is not None and int(self.max_det) < 1:
             raise ValueError(f"max_det must be >= 1 (or None for no limit), got {self.max_det}")
         if self.classes is not None:
