@@ -95,6 +95,8 @@ def draw_detections(img: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, class
     thickness = line_width or max(1, round(max(img.shape[:2]) / 400))
     scale = label_scale(img.shape)
     xyxy, scores, class_ids = np.asarray(xyxy), np.asarray(scores), np.asarray(class_ids)
+    finite = np.isfinite(xyxy).all(-1) if len(xyxy) else np.zeros(0, bool)  # an untrained model's boxes can be inf
+    xyxy, scores, class_ids = xyxy[finite], scores[finite], class_ids[finite]
     order = np.argsort(scores, kind="stable")
     for i in order.tolist():
         x1, y1, x2, y2 = (int(round(v)) for v in xyxy[i].tolist())
