@@ -23,7 +23,8 @@ from ultralytics_layout import coco_subset_as_ultralytics  # noqa: E402
 from yolox_fast.eval import main as eval_main  # noqa: E402
 from yolox_fast.evaluation.confusion import confusion_matrix  # noqa: E402
 from yolox_fast.evaluation.per_class import per_class_metrics  # noqa: E402
-from yolox_fast.evaluation.report import claim_eval_run_dir, write_validation_report  # noqa: E402
+from yolox_fast.evaluation.report import write_validation_report  # noqa: E402
+from yolox_fast.files.run_dir import claim_run_dir  # noqa: E402
 
 
 def read_csv(path):
@@ -148,7 +149,7 @@ def test_report_without_detections_and_run_folder_numbering(tmp_path):
     out = write_validation_report(tmp_path / "report", hand_made_ground_truth(), [], tmp_path, examples=0)
     assert out["stats"]["AP"] == 0.0 and out["confusion"][2, :2].tolist() == [1, 2]  # every box missed
     assert json.loads((tmp_path / "report" / "predictions.json").read_text()) == []
-    names = [claim_eval_run_dir(tmp_path / "runs" / "val", "exp").name for _ in range(3)]
+    names = [claim_run_dir(tmp_path / "runs", "val", "exp").name for _ in range(3)]
     assert names == ["exp", "exp2", "exp3"]
 
 

@@ -155,9 +155,10 @@ def _main(argv: list[str]) -> int:
     stats = evaluator.score(detections)
     report = None
     if not args.no_save:
-        from .evaluation.report import claim_eval_run_dir, write_validation_report
+        from .evaluation.report import write_validation_report
+        from .files.run_dir import claim_run_dir
 
-        report = write_validation_report(claim_eval_run_dir("runs/val", args.name), evaluator.coco, detections,
+        report = write_validation_report(claim_run_dir("runs", "val", args.name), evaluator.coco, detections,
                                          args.images, evaluator.image_ids, evaluator.class_names)
     wall = time.perf_counter() - start
 

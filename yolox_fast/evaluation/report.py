@@ -173,21 +173,3 @@ class EvaluatorKeepingDetections:
                        "score": float(row[6])} for row in self.detections]
         ev = self.evaluator
         return write_validation_report(out_dir, ev.coco, detections, ev.image_dir, ev.image_ids, ev.class_names)
-
-
-# -- the eval run folder ------------------------------------------------------------------------------
-# TODO(h3 run folders): one run-folder claimer for every command is coming as yolox_fast/files/run_dir.py;
-# when it is on main, claim_eval_run_dir becomes a call to it (task "val") and this block goes.
-def claim_eval_run_dir(project: str | os.PathLike = "runs/val", name: str = "exp") -> Path:
-    """A new, empty run folder ``project/name``, ``project/name2``, ``project/name3``, ... (ultralytics' numbering),
-    created here: ``mkdir`` without ``exist_ok`` is the claim, so two evaluations started together never share one."""
-    project = Path(project)
-    project.mkdir(parents=True, exist_ok=True)
-    n = 1
-    while True:
-        candidate = project / (name if n == 1 else f"{name}{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            n += 1
