@@ -132,3 +132,21 @@ def random_simota_batch(
 
     batch_ = SimOTABatch(pred.to(dtype), cls.to(dtype), obj.to(dtype), grids, strides, gt_boxes, gt_classes, gt_mask)
     return batch_.to(device) if torch.device(device).type != "cpu" else batch_
+
+
+def tied_simota_batch(num_anchors: int, gt_mask: torch.Tensor, seed: int) -> SimOTABatch:
+    """Two images in which every anchor predicts the same box and the same logits, GT 1 duplicates GT 0 and
+    GT 3 overlaps both: equal costs everywhere, so the result is decided by the tie rules alone
+    (docs/design.md: lowest anchor index first; a contested anchor to the lowest GT index).
+
+    ``gt_mask [2, 4]`` bool picks the GTs present in each image."""
+    a = num_anchors
+    return random_simota_batch(2, 4, 3, a, seed=seed)._replace(
+        pred_boxes=torch.tensor([60.0, 50.0, 30.0, 40.0]).expand(2, a, 4).clone(),
+        cls_logits=torch.full((2, a, 3), -1.0),
+        obj_logits=torch.zeros(2, a, 1),
+        gt_boxes=torch.tensor([[[60.0, 50.0, 32.0, 40.0], [60.0, 50.0, 32.0, 40.0], [10.1, 90.3, 0.5, 0.5],
+                                [62.0, 49.0, 28.0, 44.0]]]).expand(2, 4, 4).clone(),
+        gt_classes=torch.tensor([[0, 0, 2, 0]]).expand(2, 4).clone(),
+        gt_mask=gt_mask,
+    )

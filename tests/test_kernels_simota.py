@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from op_testing import INTERPRET, on_device, triton_device, triton_only
-from simota_inputs import SimOTABatch, random_simota_batch
+from simota_inputs import SimOTABatch, random_simota_batch, tied_simota_batch
 
 from tests.test_ops_simota import assert_same, reference_assign
 from yolox_fast.ops import backends, simota
@@ -66,17 +66,7 @@ def test_tiny_and_outside_gts():
 
 
 def test_ties_duplicate_gts_and_equal_costs():
-    a = 336
-    base = random_simota_batch(2, 4, 3, a, seed=5)
-    batch = base._replace(
-        pred_boxes=torch.tensor([60.0, 50.0, 30.0, 40.0]).expand(2, a, 4).clone(),
-        cls_logits=torch.full((2, a, 3), -1.0),
-        obj_logits=torch.zeros(2, a, 1),
-        gt_boxes=torch.tensor([[[60.0, 50.0, 32.0, 40.0], [60.0, 50.0, 32.0, 40.0], [10.1, 90.3, 0.5, 0.5],
-                                [62.0, 49.0, 28.0, 44.0]]]).expand(2, 4, 4).clone(),
-        gt_classes=torch.tensor([[0, 0, 2, 0]]).expand(2, 4).clone(),
-        gt_mask=torch.tensor([[True, True, True, True], [True, False, True, True]]),
-    )
+    batch = tied_simota_batch(336, torch.tensor([[True, True, True, True], [True, False, True, True]]), seed=5)
     for variant in VARIANTS.values():
         ref = check(batch, variant, variant.candidates)
         assert not (ref[1][0] == 1).any()  # GT 1 duplicates GT 0: it loses every contested anchor

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 from op_testing import needs_ext, needs_gpu, on_device
-from simota_inputs import SimOTABatch, random_simota_batch
+from simota_inputs import SimOTABatch, random_simota_batch, tied_simota_batch
 
 from yolox_fast import SimOTAAssigner
 from yolox_fast.ops import backends, reference, simota
@@ -604,17 +604,7 @@ def test_cuda_no_host_sync_and_opcheck():
 def test_cuda_default_backend_and_ties():
     name, _ = backends.choose(simota.OP, "cuda")
     assert name == "cuda"
-    a = 1344
-    base = random_simota_batch(2, 4, 3, a, seed=13)
-    batch = base._replace(
-        pred_boxes=torch.tensor([60.0, 50.0, 30.0, 40.0]).expand(2, a, 4).clone(),
-        cls_logits=torch.full((2, a, 3), -1.0),
-        obj_logits=torch.zeros(2, a, 1),
-        gt_boxes=torch.tensor([[[60.0, 50.0, 32.0, 40.0], [60.0, 50.0, 32.0, 40.0], [10.1, 90.3, 0.5, 0.5],
-                                [62.0, 49.0, 28.0, 44.0]]]).expand(2, 4, 4).clone(),
-        gt_classes=torch.tensor([[0, 0, 2, 0]]).expand(2, 4).clone(),
-        gt_mask=torch.ones(2, 4, dtype=torch.bool),
-    )
+    batch = tied_simota_batch(1344, torch.ones(2, 4, dtype=torch.bool), seed=13)
     for variant in VARIANTS.values():
         ref = reference.simota_assign(*batch, variant)
         for backend in ("cuda", "torch"):
