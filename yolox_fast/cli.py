@@ -48,18 +48,34 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def prefer_passive_openmp_waits() -> None:
-    """Let OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``), unless the user chose.
+#: 1-minute load average (runnable processes) from which a command counts the machine as shared.
+BUSY_LOAD = 0.9
 
-    With the default (active) policy a thread that reaches a barrier spins for its partners; on a machine
-    where another process holds a core, the partner is descheduled and the spinning thread burns the core
-    it needs: the yolox-nano training step ran 4x slower on 2 cores beside one busy process (issue 18.8,
-    figures in docs/benchmarks.md). Passive waits cost nothing measurable on an idle machine. OpenMP reads
-    the variable once, when torch loads it, so this runs when this module is imported: every command
-    imports it before anything that imports torch. Without effect when torch is already loaded.
+
+def machine_is_busy() -> bool:
+    """Whether other processes already keep at least one core busy (1-minute load average >= :data:`BUSY_LOAD`;
+    False where the system has no load average)."""
+    try:
+        return os.getloadavg()[0] >= BUSY_LOAD
+    except (AttributeError, OSError):
+        return False
+
+
+def prefer_passive_openmp_waits() -> None:
+    """On a busy machine, let OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``),
+    unless the user chose a policy.
+
+    With OpenMP's default wait a thread that reaches a barrier spins for its partners; where another process
+    holds a core, the partner is descheduled and the spinning thread burns the core it needs (issue 18.8: the
+    yolox-nano step ran 4x slower on 2 cores beside one busy process, and 10-50x slower under heavy load). On an
+    idle machine the passive policy is not free: measured on the idle 2-core machine it made the yolox-nano 256
+    B=8 step 1.55x and predict at 416 1.85x slower (benchmarks/bench_contention.py, docs/benchmarks.md), so it is
+    chosen only when the load average says the machine is shared. OpenMP reads the variable once, when torch
+    loads, so this runs when this module is imported: every command imports it before anything that imports
+    torch. Without effect when torch is already loaded.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ and machine_is_busy():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 prefer_passive_openmp_waits()
