@@ -85,16 +85,6 @@ CALIB_COUNT = 64
 
 
 @pytest.fixture(scope="session")
-def coco128_files(shared_data):
-    """``(images folder, annotation file)`` of coco128; skips when absent."""
-    images, ann = shared_data / "coco128" / "train2017", shared_data / "coco128" / "annotations" / \
-        "instances_train2017.json"
-    if not ann.is_file():
-        pytest.skip(f"coco128 absent: {ann}")
-    return images, ann
-
-
-@pytest.fixture(scope="session")
 def nano_eval_onnx(nano_model, tmp_path_factory):
     """YOLOX-Nano float32 ONNX at 416, NMS in the graph with the evaluation settings."""
     from yolox_fast.deploy.onnx_export import export_onnx
@@ -105,7 +95,7 @@ def nano_eval_onnx(nano_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def nano_int8_onnx(nano_weights, coco128_files, tmp_path_factory):
+def nano_int8_onnx(nano_weights, coco128, tmp_path_factory):
     """YOLOX-Nano INT8 ONNX at 416 (evaluation settings), made by the export command: NNCF calibrated on the
     first :data:`CALIB_COUNT` coco128 images."""
     import subprocess
@@ -114,7 +104,7 @@ def nano_int8_onnx(nano_weights, coco128_files, tmp_path_factory):
     pytest.importorskip("nncf", reason="INT8 export needs nncf (pip install nncf)")
     path = tmp_path_factory.mktemp("deploy") / "nano-int8.onnx"
     proc = subprocess.run([sys.executable, "-m", "yolox_fast.export", "--weights", str(nano_weights), "--output",
-                           str(path), "--int8", "--calib-images", str(coco128_files[0]), "--calib-count",
+                           str(path), "--int8", "--calib-images", str(coco128[0]), "--calib-count",
                            str(CALIB_COUNT), "--conf", "0.01", "--iou", "0.65", "--max-det", "1000"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr

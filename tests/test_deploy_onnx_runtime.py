@@ -92,13 +92,10 @@ def test_runtime_errors(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_coco128_ap_of_onnx_equals_pytorch(nano_model, shared_data, tmp_path):
+def test_coco128_ap_of_onnx_equals_pytorch(nano_model, coco128, tmp_path):
     from yolox_fast.evaluation import COCOEvaluator
 
-    images, ann = shared_data / "coco128" / "train2017", shared_data / "coco128" / "annotations" / \
-        "instances_train2017.json"
-    if not ann.is_file():
-        pytest.skip(f"coco128 absent: {ann}")
+    images, ann = coco128
     evaluator = COCOEvaluator(images, ann, img_size=SIZE, conf=0.01, nms=0.65, batch_size=8)
     torch_ap = evaluator.evaluate(nano_model, "cpu")["AP"]
     assert abs(torch_ap - 0.3328) < 5e-4  # the official YOLOX-Nano on coco128 at 416

@@ -68,7 +68,7 @@ def test_ir_through_detector_and_predict(demo_exports, shared_data, tmp_path):
     assert (tmp_path / "ov" / "labels" / "dog.txt").read_text().count("\n") == len(ort_results.scores)
 
 
-def test_dynamic_ir_made_at_320_evaluates_at_416_with_pytorchs_ap(nano_weights, coco128_files, tmp_path):
+def test_dynamic_ir_made_at_320_evaluates_at_416_with_pytorchs_ap(nano_weights, coco128, tmp_path):
     """One pass over coco128: the command line writes a --dynamic IR at 320, eval runs it at 416."""
     ir = tmp_path / "nano_dyn_openvino"
     proc = run_cli("export", "--weights", nano_weights, "--format", "openvino", "--dynamic", "--img-size", 320,
@@ -76,19 +76,19 @@ def test_dynamic_ir_made_at_320_evaluates_at_416_with_pytorchs_ap(nano_weights, 
     assert proc.returncode == 0, proc.stderr
     assert "OpenVINO IR" in proc.stdout and "any multiple of 32" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [ir.name]  # no intermediate ONNX or staging folder left
-    images, ann = coco128_files
+    images, ann = coco128
     ap = ap_of(run_cli("eval", "--onnx", ir, "--images", images, "--ann", ann, "--img-size", 416, "--threads", 2))
     print(f"OpenVINO float32 AP50:95 on coco128 at 416: {ap:.4f}")
     assert abs(ap - FLOAT32_AP) <= 1e-3
 
 
-def test_int8_ir_ap_within_one_point(nano_int8_onnx, coco128_files, tmp_path):
+def test_int8_ir_ap_within_one_point(nano_int8_onnx, coco128, tmp_path):
     from yolox_fast.evaluation import COCOEvaluator
 
     ir = tmp_path / "int8_openvino"
     meta = export_openvino(nano_int8_onnx, ir)
     assert meta["int8"]["quantizer"] == "nncf"
-    images, ann = coco128_files
+    images, ann = coco128
     ap = COCOEvaluator(images, ann, img_size=416, conf=0.01, nms=0.65).evaluate(OpenVinoModel(ir, threads=2))["AP"]
     print(f"INT8 (OpenVINO) AP50:95 on coco128 at 416: {ap:.4f}")
     assert FLOAT32_AP - 0.01 <= ap <= FLOAT32_AP + 0.01

@@ -71,8 +71,8 @@ def test_int8_graph_quantizes_the_network_and_keeps_the_postprocess_float(nano_i
     assert meta["int8"] == {"quantizer": "nncf", "calib_images": CALIB_COUNT, "float_regions": ["stem", "head-preds"]}
 
 
-def test_int8_ap_on_coco128_within_one_point_of_float32(nano_int8_onnx, coco128_files):
-    images, ann = coco128_files
+def test_int8_ap_on_coco128_within_one_point_of_float32(nano_int8_onnx, coco128):
+    images, ann = coco128
     proc = subprocess.run([sys.executable, "-m", "yolox_fast.eval", "--onnx", str(nano_int8_onnx), "--images",
                            str(images), "--ann", str(ann), "--threads", "2"], capture_output=True, text=True,
                           timeout=900)

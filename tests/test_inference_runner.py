@@ -44,11 +44,8 @@ def onnx_models(nano_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def coco128_four(shared_data):
-    images, ann = shared_data / "coco128" / "train2017", shared_data / "coco128" / "annotations" / \
-        "instances_train2017.json"
-    if not ann.is_file():
-        pytest.skip(f"coco128 absent: {ann}")
+def coco128_four(coco128):
+    images, ann = coco128
     evaluator = COCOEvaluator(images, ann, img_size=SIZE, conf=0.01, nms=0.65, batch_size=4,
                               image_ids=[9, 25, 30, 34])
     return evaluator
